@@ -1,0 +1,285 @@
+"""The one backend-neutral way to reach PostgreSQL.
+
+psycopg's async API runs on asyncio only, so under trio (or any non-asyncio anyio backend) the
+same operations run on psycopg's sync pool in worker threads. Everything else in Chancy talks to
+the database through `Database.connection()` and the small `Conn` interface below, so this choice
+lives here alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+import sniffio
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+T = TypeVar("T")
+Query = str | sql.Composable
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+class DatabaseUnavailable(ConnectionError):
+    """PostgreSQL could not be reached within the configured time."""
+
+
+def describe_dsn(dsn: str) -> str:
+    """`host:port/dbname` of a DSN, without credentials, for messages and logs."""
+    info = conninfo_to_dict(dsn)
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"{host}:{port}/{info.get('dbname') or info.get('user') or ''}"
+
+
+def check_dsn(dsn: str) -> None:
+    """Raise `ValueError` for a DSN libpq cannot parse (credentials are not echoed)."""
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ValueError(
+            "dsn: expected a PostgreSQL connection string such as postgresql://host/db"
+        )
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).split("\n")[0]
+        raise ValueError(f"dsn: not a valid PostgreSQL connection string ({reason})") from None
+
+
+def _on_asyncio() -> bool:
+    try:
+        return sniffio.current_async_library() == "asyncio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
+class Conn:
+    """A connection in autocommit mode; `transaction()` groups statements."""
+
+    raw: Any
+
+    async def execute(self, query: Query, params: Params = None) -> None:
+        raise NotImplementedError
+
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+        raise NotImplementedError
+
+    async def fetchone(self, query: Query, params: Params = None) -> tuple | None:
+        rows = await self.fetchall(query, params)
+        return rows[0] if rows else None
+
+    async def run_sync(self, func: Callable[[psycopg.Connection], T]) -> T:
+        """Run `func(sync_connection)`; only on the thread-backed connection."""
+        raise NotImplementedError
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def notifies(self, timeout: float) -> list[tuple[str, str]]:
+        """Notifications received so far, waiting up to `timeout` seconds for the first."""
+        raise NotImplementedError
+
+
+class _AsyncConn(Conn):
+    def __init__(self, raw: psycopg.AsyncConnection) -> None:
+        self.raw = raw
+
+    async def execute(self, query: Query, params: Params = None) -> None:
+        await self.raw.execute(query, params)
+
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+        cur = await self.raw.execute(query, params)
+        return await cur.fetchall()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self.raw.transaction():
+            yield
+
+    async def notifies(self, timeout: float) -> list[tuple[str, str]]:
+        got = []
+        async for n in self.raw.notifies(timeout=timeout, stop_after=1):
+            got.append((n.channel, n.payload))
+        if got:
+            async for n in self.raw.notifies(timeout=0.0):
+                got.append((n.channel, n.payload))
+        return got
+
+
+class _ThreadConn(Conn):
+    def __init__(self, raw: psycopg.Connection) -> None:
+        self.raw = raw
+
+    async def run_sync(self, func: Callable[[psycopg.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(func, self.raw, abandon_on_cancel=False)
+
+    async def execute(self, query: Query, params: Params = None) -> None:
+        await anyio.to_thread.run_sync(self.raw.execute, query, params)
+
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+        def run() -> list[tuple]:
+            return self.raw.execute(query, params).fetchall()
+
+        return await anyio.to_thread.run_sync(run)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        tx = self.raw.transaction()
+        await anyio.to_thread.run_sync(tx.__enter__)
+        try:
+            yield
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(tx.__exit__, type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            await anyio.to_thread.run_sync(tx.__exit__, None, None, None)
+
+    async def notifies(self, timeout: float) -> list[tuple[str, str]]:
+        def run() -> list[tuple[str, str]]:
+            got = [(n.channel, n.payload) for n in self.raw.notifies(timeout=timeout, stop_after=1)]
+            if got:
+                got += [(n.channel, n.payload) for n in self.raw.notifies(timeout=0.0)]
+            return got
+
+        # Short waits keep cancellation prompt: the thread cannot be interrupted.
+        return await anyio.to_thread.run_sync(run)
+
+
+class Database:
+    """Pools for one DSN: an asyncio pool on asyncio, a sync pool (in threads) elsewhere."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        log: logging.Logger,
+    ) -> None:
+        check_dsn(dsn)
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.log = log
+        self.async_pool: AsyncConnectionPool | None = None
+        self.sync_pool: ConnectionPool | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _wait_until_reachable(self) -> None:
+        """Try to connect until `connect_timeout` runs out, then raise `DatabaseUnavailable`."""
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.1
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                timeout = max(1, min(10, int(remaining) + 1))
+                psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True).close()
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay >= deadline:
+                    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+                    raise DatabaseUnavailable(
+                        f"cannot connect to PostgreSQL at {describe_dsn(self.dsn)} "
+                        f"within {self.connect_timeout:g} s: {reason}"
+                    ) from None
+                self.log.warning("PostgreSQL not reachable yet (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _pool_kwargs(self) -> dict[str, Any]:
+        return {
+            "conninfo": self.dsn,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "kwargs": {"autocommit": True},
+            "open": False,
+            "reconnect_timeout": max(self.connect_timeout, 1),
+        }
+
+    def open_sync(self) -> ConnectionPool:
+        if self.sync_pool is None:
+            self._wait_until_reachable()
+            pool = ConnectionPool(**self._pool_kwargs())
+            pool.open(wait=True, timeout=max(self.connect_timeout, 1))
+            self.sync_pool = pool
+        return self.sync_pool
+
+    async def open(self) -> None:
+        """Open the pool that suits the running event loop."""
+        if _on_asyncio():
+            if self.async_pool is None:
+                await anyio.to_thread.run_sync(self._wait_until_reachable)
+                pool = AsyncConnectionPool(**self._pool_kwargs())
+                await pool.open(wait=True, timeout=max(self.connect_timeout, 1))
+                self.async_pool = pool
+        else:
+            await anyio.to_thread.run_sync(self.open_sync)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self.async_pool is not None:
+                pool, self.async_pool = self.async_pool, None
+                await pool.close()
+            if self.sync_pool is not None:
+                pool_s, self.sync_pool = self.sync_pool, None
+                await anyio.to_thread.run_sync(pool_s.close)
+
+    def close_sync(self) -> None:
+        if self.sync_pool is not None:
+            pool, self.sync_pool = self.sync_pool, None
+            pool.close()
+
+    # -- use -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection (autocommit) for the running backend."""
+        if _on_asyncio():
+            if self.async_pool is None:
+                await self.open()
+            assert self.async_pool is not None
+            async with self.async_pool.connection() as raw:
+                yield _AsyncConn(raw)
+        else:
+            pool = self.sync_pool or await anyio.to_thread.run_sync(self.open_sync)
+            raw = await anyio.to_thread.run_sync(pool.getconn)
+            try:
+                yield _ThreadConn(raw)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(pool.putconn, raw)
+
+    @contextlib.asynccontextmanager
+    async def dedicated(self) -> AsyncIterator[Conn]:
+        """A connection outside the pool (for LISTEN), closed on exit."""
+        if _on_asyncio():
+            raw = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            try:
+                yield _AsyncConn(raw)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await raw.close()
+        else:
+            raw_s = await anyio.to_thread.run_sync(
+                lambda: psycopg.connect(self.dsn, autocommit=True)
+            )
+            try:
+                yield _ThreadConn(raw_s)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(raw_s.close)
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (no NaN, only JSON types) for values stored in jsonb columns."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))

@@ -1,0 +1,687 @@
+"""The Chancy application: configuration, pools, migrations, queues, pushing and following jobs.
+
+This module is the client side: a web app that only pushes jobs imports it and nothing of the
+worker, the supervisor or the executors.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import anyio
+from psycopg import AsyncCursor, Cursor, sql
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from chancy._db import Conn, Database, dumps
+from chancy._sql import Tables, event, job_from_row
+from chancy.errors import InvalidJobError, UnknownQueueError
+from chancy.job import Job, QueuedJob, Reference, uuid7
+from chancy.migrations import CORE, CORE_MIGRATIONS, current_version, migrate_component
+from chancy.plugin import Plugin, check_plugins
+from chancy.queue import Queue
+
+_INT32 = 2**31 - 1
+
+
+def setup_default_logger(level: int = logging.INFO) -> logging.Logger:
+    """Configure the `chancy` logger with a console handler at `level`."""
+    logger = logging.getLogger("chancy")
+    logger.setLevel(level)
+    if not any(getattr(h, "_chancy_default", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler._chancy_default = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _default_plugins() -> list[Plugin]:
+    from chancy.plugins import default_plugins
+
+    return default_plugins()
+
+
+def _queue_row(queue: Queue) -> tuple:
+    return (
+        queue.name,
+        queue.concurrency,
+        sorted(queue.tags),
+        queue.state.value,
+        queue.executor,
+        dumps(queue.executor_options),
+        float(queue.polling_interval),
+        queue.rate_limit,
+        queue.rate_limit_window,
+    )
+
+
+def _queue_from_row(row: tuple) -> Queue:
+    name, concurrency, tags, state, executor, options, polling, rate_limit, window = row
+    return Queue(
+        name=name,
+        concurrency=concurrency,
+        tags=set(tags),
+        state=Queue.State(state),
+        executor=executor,
+        executor_options=options or {},
+        polling_interval=int(polling) if float(polling).is_integer() else polling,
+        rate_limit=rate_limit,
+        rate_limit_window=window,
+    )
+
+
+_QUEUE_COLUMNS = (
+    "name, concurrency, tags, state, executor, executor_options, polling_interval,"
+    " rate_limit, rate_limit_window"
+)
+
+
+class _PushPlan:
+    """One batch of jobs checked and laid out as column arrays for a single INSERT."""
+
+    def __init__(self, jobs: Sequence[Job | Any], offset: int = 0) -> None:
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        self.ids: list[str] = []
+        self.unique_keys: list[str | None] = []
+        queues: set[str] = set()
+        for index, item in enumerate(jobs, start=offset):
+            job = item if isinstance(item, Job) else getattr(item, "job", None)
+            if not isinstance(job, Job):
+                raise InvalidJobError(
+                    f"job {index}: expected a Job or an @job function, got {item!r}"
+                )
+            row = self._row(index, job)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+            self.ids.append(str(row[0]))
+            self.unique_keys.append(job.unique_key)
+            queues.add(job.queue)
+        self.columns = columns
+        self.queues = sorted(queues)
+
+    @staticmethod
+    def _row(index: int, job: Job) -> tuple:
+        def bad(field: str, why: str) -> InvalidJobError:
+            return InvalidJobError(f"job {index} ({job.func}): {field}: {why}")
+
+        for field in ("priority", "max_attempts"):
+            value = getattr(job, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad(field, f"expected an integer, got {type(value).__name__}")
+            if not -_INT32 <= value <= _INT32:
+                raise bad(field, f"{value} is out of range")
+        if job.max_attempts < 1:
+            raise bad("max_attempts", "must be at least 1")
+        if job.unique_key is not None and not isinstance(job.unique_key, str):
+            raise bad("unique_key", "expected a string or None")
+        try:
+            kwargs = dumps(job.kwargs) if job.kwargs else "{}"
+        except (TypeError, ValueError) as exc:
+            raise bad("kwargs", f"not JSON-serialisable: {exc}") from None
+        if job.kwargs is not None and not isinstance(job.kwargs, dict):
+            raise bad("kwargs", "expected a dict of keyword arguments")
+        try:
+            meta = dumps(job.meta) if job.meta else "{}"
+        except (TypeError, ValueError) as exc:
+            raise bad("meta", f"not JSON-serialisable: {exc}") from None
+        limits = dumps([limit.serialize() for limit in job.limits]) if job.limits else "[]"
+        return (
+            uuid7(),
+            job.queue,
+            job.func,
+            kwargs,
+            job.priority,
+            job.max_attempts,
+            job.scheduled_at,
+            limits,
+            job.unique_key,
+            meta,
+        )
+
+    def params(self, tables: Tables, notify: bool) -> tuple[sql.Composed, list[Any]]:
+        params: list[Any] = list(self.columns)
+        if notify:
+            params += [tables.channel, event("pushed", q=self.queues)]
+        return _insert_query(tables, notify), params
+
+    def references(self, inserted: set[str], existing: dict[str, str]) -> list[Reference]:
+        refs = []
+        for id_, key in zip(self.ids, self.unique_keys, strict=True):
+            refs.append(Reference(id_ if id_ in inserted else existing[key]))  # type: ignore[index]
+        return refs
+
+    def conflicting_keys(self, inserted: set[str]) -> list[str]:
+        return sorted(
+            {k for i, k in zip(self.ids, self.unique_keys, strict=True) if i not in inserted and k}
+        )
+
+
+def _insert_query(tables: Tables, notify: bool) -> sql.Composed:
+    # One statement per batch: the rows arrive as column arrays; nothing is inserted when any
+    # job names an undeclared queue; duplicates of an unfinished unique_key are skipped (their
+    # existing job is looked up afterwards); and the push notice is sent in the same statement.
+    notice = (
+        ", notice AS (SELECT pg_notify(%s, %s) FROM ins LIMIT 1)"
+        if notify
+        else ", notice AS (SELECT NULL WHERE false)"
+    )
+    return tables.q(
+        """
+        WITH input AS (
+            SELECT * FROM unnest(
+                %s::uuid[], %s::text[], %s::text[], %s::jsonb[], %s::integer[],
+                %s::integer[], %s::timestamptz[], %s::jsonb[], %s::text[], %s::jsonb[]
+            ) AS u(id, queue, func, kwargs, priority, max_attempts, scheduled_at, limits,
+                   unique_key, meta)
+        ), missing AS (
+            SELECT DISTINCT i.queue FROM input i
+            WHERE NOT EXISTS (SELECT 1 FROM {queues} q WHERE q.name = i.queue)
+        ), ins AS (
+            INSERT INTO {jobs} (id, queue, func, kwargs, priority, max_attempts, scheduled_at,
+                                limits, unique_key, meta)
+            SELECT * FROM input WHERE NOT EXISTS (SELECT 1 FROM missing)
+            ON CONFLICT (unique_key)
+                WHERE unique_key IS NOT NULL AND state IN ('pending', 'running', 'retrying')
+                DO NOTHING
+            RETURNING id
+        )"""
+        + notice
+        + """
+        SELECT 'missing', queue FROM missing
+        UNION ALL SELECT 'inserted', id::text FROM ins
+        UNION ALL SELECT 'notice', '' FROM notice
+        """
+    )
+
+
+def _inserted(plan: _PushPlan, rows: list[tuple], offset: int) -> set[str]:
+    missing = sorted(value for kind, value in rows if kind == "missing")
+    if missing:
+        index = offset + next(i for i, col in enumerate(plan.columns[1]) if col in missing)
+        raise UnknownQueueError(
+            f"job {index}: unknown queue {missing[0]!r}: declare it first with "
+            f"chancy.declare(Queue({missing[0]!r})); nothing of this batch was pushed"
+        )
+    return {value for kind, value in rows if kind == "inserted"}
+
+
+def _existing_query(tables: Tables) -> sql.Composed:
+    return tables.q(
+        "SELECT unique_key, id::text FROM {jobs} WHERE unique_key = ANY(%s)"
+        " AND state IN ('pending', 'running', 'retrying')"
+    )
+
+
+class Chancy:
+    """A Chancy application: its database, configuration and common operations.
+
+    Use it as `async with Chancy(dsn) as chancy:` (asyncio or trio) or, for the `sync_*`
+    methods, as `with Chancy(dsn) as chancy:`. With no `dsn`, `CHANCY_DSN` is used, else an
+    embedded PostgreSQL server (see `chancy.embedded`).
+    """
+
+    class Executor(enum.StrEnum):
+        """Shortcuts for the built-in executors."""
+
+        #: Runs coroutine jobs in the worker's event loop.
+        Async = "chancy.executors.asyncex.AsyncExecutor"
+        #: The default: runs each job in a supervised child process.
+        Process = "chancy.executors.process.ProcessExecutor"
+        #: Runs jobs in sub-interpreters (Python 3.13+).
+        SubInterpreter = "chancy.executors.sub.SubInterpreterExecutor"
+        #: Runs jobs on worker threads.
+        Threaded = "chancy.executors.thread.ThreadedExecutor"
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        plugins: list[Plugin] | None = None,
+        prefix: str = "chancy_",
+        min_connection_pool_size: int = 1,
+        max_connection_pool_size: int = 10,
+        poll_reconnect_timeout: int = 300,
+        notifications: bool = True,
+        log: logging.Logger | None = None,
+    ) -> None:
+        if dsn is None:
+            from chancy.embedded import default_dsn
+
+            dsn = default_dsn()
+        if not isinstance(min_connection_pool_size, int) or min_connection_pool_size < 0:
+            raise ValueError("min_connection_pool_size: expected an integer >= 0")
+        if not isinstance(max_connection_pool_size, int) or max_connection_pool_size < max(
+            1, min_connection_pool_size
+        ):
+            raise ValueError(
+                "max_connection_pool_size: expected an integer >= 1 and >= min_connection_pool_size"
+            )
+        if not isinstance(poll_reconnect_timeout, int | float) or poll_reconnect_timeout <= 0:
+            raise ValueError("poll_reconnect_timeout: expected seconds > 0")
+        #: The DSN to connect to the database.
+        self.dsn = dsn
+        #: A prefix of every table name (namespaces several apps or tenants in one database).
+        self.prefix = prefix
+        self.tables = Tables(prefix)
+        self.min_connection_pool_size = min_connection_pool_size
+        self.max_connection_pool_size = max_connection_pool_size
+        self.poll_reconnect_timeout = poll_reconnect_timeout
+        #: Whether NOTIFY/LISTEN is used (turn off behind pgbouncer in transaction mode).
+        self.notifications = notifications
+        #: The logger used for all application logging.
+        self.log = log or (
+            logging.getLogger("chancy")
+            if logging.getLogger("chancy").handlers
+            else setup_default_logger()
+        )
+        #: The plugins this app runs; `None` gives the defaults (leadership, recovery, pruning).
+        self.plugins: list[Plugin] = check_plugins(
+            _default_plugins() if plugins is None else list(plugins)
+        )
+        #: The backend-neutral database access used by Chancy's own code.
+        self.db = Database(
+            dsn,
+            min_size=min_connection_pool_size,
+            max_size=max_connection_pool_size,
+            connect_timeout=poll_reconnect_timeout,
+            log=self.log,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Chancy prefix={self.prefix!r}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Chancy:
+        await self.db.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.db.close()
+
+    def __enter__(self) -> Chancy:
+        self.db.open_sync()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.db.close_sync()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The asyncio connection pool (open inside `async with chancy` on asyncio)."""
+        if self.db.async_pool is None:
+            raise RuntimeError(
+                "the asyncio pool is not open: use `async with chancy:` under asyncio"
+            )
+        return self.db.async_pool
+
+    @property
+    def sync_pool(self) -> ConnectionPool:
+        """The synchronous connection pool (opened on first use)."""
+        return self.db.open_sync()
+
+    def table(self, name: str) -> sql.Identifier:
+        """The identifier of this app's table `name` (prefix included)."""
+        return self.tables(name)
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def _components(self) -> list[tuple[str, list]]:
+        return [(CORE, CORE_MIGRATIONS)] + [
+            (f"plugin:{p.identifier}", p.migrations()) for p in self.plugins if p.migrations()
+        ]
+
+    async def migrate(self, *, to_version: int | None = None) -> None:
+        """Migrate the core schema (to `to_version`, up or down) and every plugin's tables.
+
+        Runs under an advisory lock, so processes migrating at once are safe. With
+        `to_version=0` the plugins' tables are removed first, then the core's.
+        """
+        async with self.db.connection() as conn:
+            components = self._components()
+            if to_version == 0:
+                components.reverse()
+            for component, migrations in components:
+                target = to_version if component == CORE else (0 if to_version == 0 else None)
+                before, after = await migrate_component(
+                    conn, self.tables, component, migrations, target
+                )
+                if before != after:
+                    self.log.info("migrated %s from version %d to %d", component, before, after)
+
+    async def schema_versions(self) -> dict[str, tuple[int, int]]:
+        """`{component: (applied version, latest version)}` for the core and every plugin."""
+        async with self.db.connection() as conn:
+            return {
+                name: (await current_version(conn, self.tables, name), len(migrations))
+                for name, migrations in self._components()
+            }
+
+    async def is_up_to_date(self) -> bool:
+        """True when the core schema and every plugin's tables are at their latest version."""
+        versions = await self.schema_versions()
+        return all(applied == latest for applied, latest in versions.values())
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def _declare_queries(self, upsert: bool) -> tuple[sql.Composed, sql.Composed]:
+        conflict = (
+            "DO UPDATE SET concurrency = EXCLUDED.concurrency, tags = EXCLUDED.tags,"
+            " state = EXCLUDED.state, executor = EXCLUDED.executor,"
+            " executor_options = EXCLUDED.executor_options,"
+            " polling_interval = EXCLUDED.polling_interval, rate_limit = EXCLUDED.rate_limit,"
+            " rate_limit_window = EXCLUDED.rate_limit_window, updated_at = now()"
+            if upsert
+            else "DO NOTHING"
+        )
+        insert = self.tables.q(
+            "INSERT INTO {queues} (" + _QUEUE_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s) ON CONFLICT (name) " + conflict
+        )
+        select = self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s")
+        return insert, select
+
+    async def declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
+        """Declare `queue`; with `upsert`, replace the settings of an existing queue.
+
+        Returns the queue as it is in the database.
+        """
+        insert, select = self._declare_queries(upsert)
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(insert, _queue_row(queue))
+            row = await conn.fetchone(select, (queue.name,))
+            await self._notify_conn(conn, "queue.changed", {"q": queue.name})
+        assert row is not None
+        return _queue_from_row(row)
+
+    async def declare_ex(self, cursor: AsyncCursor, queue: Queue, *, upsert: bool = False) -> Queue:
+        """`declare` on the caller's cursor (inside the caller's transaction)."""
+        insert, select = self._declare_queries(upsert)
+        await cursor.execute(insert, _queue_row(queue))
+        await cursor.execute(select, (queue.name,))
+        row = await cursor.fetchone()
+        await self.notify(cursor, "queue.changed", {"q": queue.name})
+        assert row is not None
+        return _queue_from_row(row)
+
+    def sync_declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
+        """Synchronous `declare`."""
+        insert, select = self._declare_queries(upsert)
+        with self.sync_pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(insert, _queue_row(queue))
+            row = cursor.execute(select, (queue.name,)).fetchone()
+            self.sync_notify(cursor, "queue.changed", {"q": queue.name})
+        assert row is not None
+        return _queue_from_row(row)
+
+    async def get_queue(self, name: str) -> Queue:
+        """The queue called `name`, or `UnknownQueueError`."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchone(
+                self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s"),
+                (name,),
+            )
+        if row is None:
+            raise UnknownQueueError(f"unknown queue {name!r}")
+        return _queue_from_row(row)
+
+    async def get_all_queues(self) -> list[Queue]:
+        """Every declared queue, whatever its state or the workers it is assigned to."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetchall(
+                self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} ORDER BY name")
+            )
+        return [_queue_from_row(row) for row in rows]
+
+    async def set_queue_state(self, name: str, state: Queue.State) -> Queue:
+        """Pause or resume a queue (workers react without a restart)."""
+        queue = await self.get_queue(name)
+        queue.state = Queue.State(state)
+        return await self.declare(queue, upsert=True)
+
+    async def delete_queue(self, name: str, *, purge_jobs: bool = True) -> None:
+        """Delete the queue `name` and, unless `purge_jobs=False`, all of its jobs."""
+        async with self.db.connection() as conn, conn.transaction():
+            row = await conn.fetchone(
+                self.tables.q("DELETE FROM {queues} WHERE name = %s RETURNING name"), (name,)
+            )
+            if row is None:
+                raise UnknownQueueError(f"unknown queue {name!r}")
+            if purge_jobs:
+                await conn.execute(self.tables.q("DELETE FROM {jobs} WHERE queue = %s"), (name,))
+            await self._notify_conn(conn, "queue.changed", {"q": name})
+
+    # -- pushing ---------------------------------------------------------------------------
+
+    async def push(self, job: Job | Any) -> Reference:
+        """Push one job (a `Job` or an `@job` function); returns its reference.
+
+        Pushing a job whose `unique_key` is held by an unfinished job returns that job's
+        reference instead of adding a second one.
+        """
+        async with self.db.connection() as conn:
+            refs = await self._push_conn(conn, [job], 0)
+        return refs[0]
+
+    async def push_many(
+        self, jobs: Sequence[Job | Any], *, batch_size: int = 1000
+    ) -> AsyncIterator[list[Reference]]:
+        """Push jobs in batches of `batch_size`, each batch committed on its own.
+
+        Yields one list of references per committed batch. A batch holding a bad job writes
+        nothing of that batch, and the error names the job's index in `jobs`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size: expected an integer >= 1")
+        async with self.db.connection() as conn:
+            for offset in range(0, len(jobs), batch_size):
+                yield await self._push_conn(conn, jobs[offset : offset + batch_size], offset)
+
+    async def push_many_ex(self, cursor: AsyncCursor, jobs: Sequence[Job | Any]) -> list[Reference]:
+        """Push jobs with the caller's cursor, inside the caller's transaction."""
+        refs: list[Reference] = []
+        for offset in range(0, len(jobs), 1000):
+            plan = _PushPlan(jobs[offset : offset + 1000], offset)
+            query, params = plan.params(self.tables, self.notifications)
+            await cursor.execute(query, params)
+            inserted = _inserted(plan, await cursor.fetchall(), offset)
+            existing: dict[str, str] = {}
+            if keys := plan.conflicting_keys(inserted):
+                await cursor.execute(_existing_query(self.tables), (keys,))
+                existing = dict(await cursor.fetchall())
+            refs += self._resolve(plan, inserted, existing)
+        return refs
+
+    async def _push_conn(
+        self, conn: Conn, jobs: Sequence[Job | Any], offset: int
+    ) -> list[Reference]:
+        plan = _PushPlan(jobs, offset)
+        query, params = plan.params(self.tables, self.notifications)
+        inserted = _inserted(plan, await conn.fetchall(query, params), offset)
+        existing: dict[str, str] = {}
+        if keys := plan.conflicting_keys(inserted):
+            existing = dict(await conn.fetchall(_existing_query(self.tables), (keys,)))
+            if len(existing) < len(keys):
+                # The holder finished between the insert and the lookup: push those again.
+                return await self._push_conn(conn, jobs, offset)
+        return self._resolve(plan, inserted, existing)
+
+    @staticmethod
+    def _resolve(plan: _PushPlan, inserted: set[str], existing: dict[str, str]) -> list[Reference]:
+        try:
+            return plan.references(inserted, existing)
+        except KeyError:
+            raise RuntimeError(
+                "a job with the same unique_key finished while pushing; push again"
+            ) from None
+
+    def sync_push(self, job: Job | Any) -> Reference:
+        """Synchronous `push`."""
+        with self.sync_pool.connection() as conn, conn.cursor() as cursor:
+            return self.sync_push_many_ex(cursor, [job])[0]
+
+    def sync_push_many(
+        self, jobs: Sequence[Job | Any], *, batch_size: int = 1000
+    ) -> Iterator[list[Reference]]:
+        """Synchronous `push_many`: yields one list of references per committed batch."""
+        if batch_size < 1:
+            raise ValueError("batch_size: expected an integer >= 1")
+        with self.sync_pool.connection() as conn:
+            for offset in range(0, len(jobs), batch_size):
+                with conn.transaction(), conn.cursor() as cursor:
+                    refs = self._sync_push_cursor(
+                        cursor, jobs[offset : offset + batch_size], offset
+                    )
+                yield refs
+
+    def sync_push_many_ex(self, cursor: Cursor, jobs: Sequence[Job | Any]) -> list[Reference]:
+        """Synchronous `push_many_ex`: push with the caller's cursor and transaction."""
+        refs: list[Reference] = []
+        for offset in range(0, len(jobs), 1000):
+            refs += self._sync_push_cursor(cursor, jobs[offset : offset + 1000], offset)
+        return refs
+
+    def _sync_push_cursor(
+        self, cursor: Cursor, jobs: Sequence[Job | Any], offset: int
+    ) -> list[Reference]:
+        plan = _PushPlan(jobs, offset)
+        query, params = plan.params(self.tables, self.notifications)
+        inserted = _inserted(plan, cursor.execute(query, params).fetchall(), offset)
+        existing: dict[str, str] = {}
+        if keys := plan.conflicting_keys(inserted):
+            existing = dict(cursor.execute(_existing_query(self.tables), (keys,)).fetchall())
+        return self._resolve(plan, inserted, existing)
+
+    # -- following jobs ----------------------------------------------------------------------
+
+    async def get_job(self, ref: Reference | str) -> QueuedJob | None:
+        """The job `ref` points to, or None when it no longer exists."""
+        async with self.db.connection() as conn:
+            return await self._get_job(conn, ref)
+
+    async def _get_job(self, conn: Conn, ref: Reference | str) -> QueuedJob | None:
+        row = await conn.fetchone(
+            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = %s"),
+            (str(ref if isinstance(ref, Reference) else Reference(ref)),),
+        )
+        return job_from_row(row) if row else None
+
+    async def wait_for_job(
+        self,
+        ref: Reference | str,
+        *,
+        interval: int | float = 1,
+        timeout: float | int | None = None,
+    ) -> QueuedJob | None:
+        """Wait until the job is SUCCEEDED or FAILED and return it (None if it no longer exists).
+
+        Raises `TimeoutError` after `timeout` seconds. With notifications on, it wakes on the
+        job's completion notice; `interval` is then only the fallback poll.
+        """
+        ref = ref if isinstance(ref, Reference) else Reference(ref)
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            async with self.db.connection() as conn:
+                if not self.notifications:
+                    while True:
+                        job = await self._get_job(conn, ref)
+                        if job is None or job.is_finished:
+                            return job
+                        await anyio.sleep(interval)
+                channel = sql.Identifier(self.tables.channel)
+                await conn.execute(sql.SQL("LISTEN {}").format(channel))
+                try:
+                    job = await self._get_job(conn, ref)
+                    while job is not None and not job.is_finished:
+                        notices = await conn.notifies(timeout=interval)
+                        if not notices or any(ref.identifier in payload for _, payload in notices):
+                            job = await self._get_job(conn, ref)
+                    return job
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await conn.execute(sql.SQL("UNLISTEN {}").format(channel))
+                        await conn.notifies(timeout=0.0)
+
+    async def cancel_job(self, ref: Reference | str) -> None:
+        """Cancel a job: a waiting job ends FAILED at once; a running one is stopped by the
+        worker that holds it (which needs notifications) and ends FAILED. Never retried."""
+        ref_id = str(ref if isinstance(ref, Reference) else Reference(ref))
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(
+                self.tables.q(
+                    """
+                    UPDATE {jobs} SET
+                        state = CASE WHEN state = 'running' THEN state ELSE 'failed' END,
+                        completed_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
+                        errors = CASE WHEN state = 'running' THEN errors ELSE errors ||
+                            jsonb_build_array(jsonb_build_object(
+                                'attempt', attempts, 'traceback', 'cancelled before it ran'))
+                            END,
+                        cancel_requested = true
+                    WHERE id = %s AND state IN ('pending', 'retrying', 'running')
+                    """
+                ),
+                (ref_id,),
+            )
+            await self._notify_conn(conn, "job.cancelled", {"id": ref_id})
+
+    async def get_all_workers(self) -> list[dict[str, Any]]:
+        """Every worker known to the cluster, whatever its status."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetchall(
+                self.tables.q(
+                    "SELECT worker_id, incarnation, hostname, pid, tags, queues, started_at,"
+                    " last_seen, expires_at FROM {workers} ORDER BY worker_id"
+                )
+            )
+        keys = (
+            "worker_id",
+            "incarnation",
+            "hostname",
+            "pid",
+            "tags",
+            "queues",
+            "started_at",
+            "last_seen",
+            "expires_at",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def _payload(self, event_name: str, payload: dict[str, Any]) -> str:
+        return json.dumps({"t": event_name, **payload}, separators=(",", ":"), default=str)
+
+    async def _notify_conn(self, conn: Conn, event_name: str, payload: dict[str, Any]) -> None:
+        if self.notifications:
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (self.tables.channel, self._payload(event_name, payload)),
+            )
+
+    async def notify(self, cursor: AsyncCursor, event: str, payload: dict[str, Any]) -> None:
+        """Send `event` with `payload` to every listening worker (no-op without notifications)."""
+        if self.notifications:
+            await cursor.execute(
+                "SELECT pg_notify(%s, %s)", (self.tables.channel, self._payload(event, payload))
+            )
+
+    def sync_notify(self, cursor: Cursor, event: str, payload: dict[str, Any]) -> None:
+        """Synchronous `notify`."""
+        if self.notifications:
+            cursor.execute(
+                "SELECT pg_notify(%s, %s)", (self.tables.channel, self._payload(event, payload))
+            )
+
+
+def app_from_env() -> Chancy:
+    """A `Chancy` for `CHANCY_DSN` (or the embedded server), for scripts and the quickstart."""
+    return Chancy(os.environ.get("CHANCY_DSN") or None)
+
+
+__all__ = ["Chancy", "app_from_env", "setup_default_logger"]

@@ -1,0 +1,30 @@
+"""Exceptions raised by Chancy."""
+
+from chancy._db import DatabaseUnavailable
+from chancy.job import JobImportError
+
+
+class ChancyError(Exception):
+    """Base class of Chancy's own errors."""
+
+
+class UnknownQueueError(ChancyError, LookupError):
+    """A queue that has not been declared."""
+
+
+class InvalidJobError(ChancyError, ValueError):
+    """A job that cannot be stored; the message names its index in the batch."""
+
+
+class MigrationRequired(ChancyError):
+    """The database schema is older than this version of Chancy."""
+
+
+__all__ = [
+    "ChancyError",
+    "DatabaseUnavailable",
+    "InvalidJobError",
+    "JobImportError",
+    "MigrationRequired",
+    "UnknownQueueError",
+]
