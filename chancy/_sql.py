@@ -143,3 +143,32 @@ MAX_PAYLOAD = 7000
 def chunked_ids(ids: list[str]) -> list[list[str]]:
     per = max(1, MAX_PAYLOAD // 40)
     return [ids[i : i + per] for i in range(0, len(ids), per)]
+
+
+def fetch_query(tables: Tables) -> sql.Composed:
+    """Claim up to %(up_to)s runnable jobs of %(queue)s for %(taken_by)s, in one statement.
+
+    Highest priority first, then push order (ids are time-ordered); only jobs whose
+    `scheduled_at` has come; rows locked by another claimer are skipped. The attempt is
+    counted here, so a job that keeps killing its process runs out of attempts.
+    """
+    return tables.q(
+        """
+        WITH picked AS (
+            SELECT id FROM {jobs}
+            WHERE queue = %(queue)s AND state IN ('pending', 'retrying')
+              AND scheduled_at <= now()
+            ORDER BY priority DESC, id
+            LIMIT %(up_to)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {jobs} AS j
+        SET state = 'running', started_at = now(), attempts = j.attempts + 1,
+            taken_by = %(taken_by)s
+        FROM picked WHERE j.id = picked.id
+        RETURNING {returning}
+        """,
+        returning=sql.SQL(", ").join(
+            sql.SQL("j.{}").format(sql.Identifier(c)) for c in JOB_COLUMNS
+        ),
+    )
