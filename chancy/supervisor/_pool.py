@@ -1,0 +1,435 @@
+"""A pool of warm child worker processes that run one job each at a time, under limits."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from chancy.wire import MAX_FRAME_SIZE, ErrorInfo, JobDone, ProtocolError, RunJob, StopJob
+
+from . import _tree
+from ._process import ChildProcess, describe_returncode
+from .errors import ChildStartError, PoolClosed
+
+MiB = 1024 * 1024
+
+#: Errors that mean "the channel to this child is gone".
+_CHANNEL_GONE = (
+    anyio.EndOfStream,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one job run in a child ended.
+
+    ``error`` is set unless ``ok``; ``meta`` is the job's meta after the run (``None`` when
+    the child died before reporting). ``child_exit`` says how the child ended when it did
+    so during the job (``"killed by signal SIGSEGV"``, ``"exited with code 3"``).
+    ``limit_detected_at``/``tree_gone_at`` (``time.time()``) time a memory-limit kill.
+    """
+
+    job_id: str
+    ok: bool
+    error: ErrorInfo | None = None
+    meta: dict[str, Any] | None = None
+    child_exit: str | None = None
+    pid: int | None = None
+    duration: float = 0.0
+    limit_detected_at: float | None = None
+    tree_gone_at: float | None = None
+
+    @property
+    def error_text(self) -> str | None:
+        """The text to store as the job error's ``traceback`` (``ErrorT``)."""
+        if self.error is None:
+            return None
+        return self.error.traceback or f"{self.error.type}: {self.error.message}"
+
+
+def _error(type_: str, message: str, details: str = "") -> ErrorInfo:
+    text = f"{type_}: {message}"
+    return ErrorInfo(type=type_, message=message, traceback=f"{text}\n{details}".rstrip("\n"))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+class _JobId(msgspec.Struct):
+    id: str
+
+
+class _Slot:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.child: ChildProcess | None = None
+
+
+class _Running:
+    """State of one job while a child runs it (shared by the caller, monitor and cancel)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        child: ChildProcess,
+        memory_limit: int | None,
+        time_limit: float | None,
+    ) -> None:
+        self.job_id = job_id
+        self.child = child
+        self.memory_limit = memory_limit
+        self.time_limit = time_limit
+        self.started = anyio.current_time()
+        self.verdict: ErrorInfo | None = None
+        self.kill_at: float | None = None
+        self.retire = time_limit is not None  # its RLIMIT_CPU cannot be lifted again
+        self.detected_at: float | None = None
+        self.gone_at: float | None = None
+
+
+class ChildPool:
+    """Keeps ``size`` warm children and runs jobs on them, one job per child at a time.
+
+    Works under asyncio and trio. Use it as an async context manager (or ``await
+    tg.start(pool.run)``). A child is replaced after ``maximum_jobs_per_worker`` jobs, after
+    a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
+    dies, sends a bad frame, is stopped or cancelled, or breaks a limit.
+
+    Limits are enforced from outside by a monitor per busy child: every
+    ``monitor_interval`` seconds (off the event loop) it sums RSS over the child and all its
+    descendants; over ``memory_limit`` the whole tree is SIGKILLed at once. Past
+    ``time_limit`` the job gets a :class:`~chancy.wire.StopJob` (an exception inside it) and
+    the tree is killed ``stop_grace`` seconds later if it has not stopped.
+    """
+
+    def __init__(
+        self,
+        size: int = 1,
+        *,
+        maximum_jobs_per_worker: int = 100,
+        initializer: str | None = None,
+        monitor_interval: float = 0.05,
+        stop_grace: float = 1.0,
+        handshake_timeout: float = 60.0,
+        shutdown_timeout: float = 3.0,
+        sys_path: list[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        max_frame_size: int = MAX_FRAME_SIZE,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        if maximum_jobs_per_worker < 1:
+            raise ValueError("maximum_jobs_per_worker must be at least 1")
+        self.size = size
+        self.maximum_jobs_per_worker = maximum_jobs_per_worker
+        self.initializer = initializer
+        self.monitor_interval = monitor_interval
+        self.stop_grace = stop_grace
+        self.handshake_timeout = handshake_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.sys_path = sys_path
+        self.extra_env = extra_env
+        self.max_frame_size = max_frame_size
+        self.logger = logger or logging.getLogger("chancy.supervisor")
+        self._slots = [_Slot(i) for i in range(size)]
+        self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
+        self._running: dict[str, _Running] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[ChildPool]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._closing = False
+            for slot in self._slots:
+                tg.start_soon(self._warm, slot)
+            try:
+                yield self
+            finally:
+                self._closing = True
+                with anyio.CancelScope(shield=True):
+                    await self._stop_children()
+                tg.cancel_scope.cancel()
+        self._tg = None
+
+    async def __aenter__(self) -> ChildPool:
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(self._lifespan())
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            await stack.__aexit__(*exc_info)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Actor form: start, report started, run until cancelled, stop every child."""
+        async with self:
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def _stop_children(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for slot in self._slots:
+                child, slot.child = slot.child, None
+                if child is None:
+                    continue
+                if any(r.child is child for r in self._running.values()):
+                    tg.start_soon(child.kill)
+                else:
+                    tg.start_soon(self._stop, child)
+            for running in list(self._running.values()):
+                tg.start_soon(running.child.kill)
+
+    async def _stop(self, child: ChildProcess) -> None:
+        await child.stop(ask_timeout=self.shutdown_timeout, term_timeout=self.shutdown_timeout)
+
+    # -- children ----------------------------------------------------------------------
+
+    async def _spawn(self) -> ChildProcess:
+        if self._tg is None:
+            raise PoolClosed("the pool is not running")
+        return await ChildProcess.spawn(
+            self._tg,
+            sys_path=self.sys_path,
+            initializer=self.initializer,
+            extra_env=self.extra_env,
+            handshake_timeout=self.handshake_timeout,
+            max_frame_size=self.max_frame_size,
+            logger=self.logger,
+        )
+
+    async def _warm(self, slot: _Slot) -> None:
+        """Start a child for *slot* in the background, then offer the slot."""
+        try:
+            if not self._closing:
+                slot.child = await self._spawn()
+        except (ChildStartError, OSError) as exc:
+            self.logger.error("could not start a child worker: %s", exc)
+        finally:
+            if self._closing and slot.child is not None:
+                child, slot.child = slot.child, None
+                with anyio.CancelScope(shield=True):
+                    await child.kill()
+            self._free_send.send_nowait(slot)
+
+    def _retire(self, slot: _Slot) -> None:
+        """Stop *slot*'s child in the background and warm a replacement."""
+        child, slot.child = slot.child, None
+        if self._closing or self._tg is None:
+            if child is not None and self._tg is not None:
+                self._tg.start_soon(child.kill)
+            self._free_send.send_nowait(slot)
+            return
+        if child is not None:
+            self._tg.start_soon(self._stop, child)
+        self._tg.start_soon(self._warm, slot)
+
+    @property
+    def pids(self) -> list[int]:
+        """Pids of the children currently held by the pool."""
+        return [s.child.pid for s in self._slots if s.child is not None]
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    def free_slots(self) -> int:
+        return self.size - len(self._running)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def run_job(
+        self,
+        job: bytes,
+        *,
+        job_id: str | None = None,
+        memory_limit: int | None = None,
+        time_limit: float | None = None,
+    ) -> Outcome:
+        """Run the packed ``QueuedJob`` *job* (JSON bytes) in a child and wait for its outcome.
+
+        *memory_limit* is in bytes, *time_limit* in seconds. Never raises for anything the
+        job or its child does; a cancelled caller gets its child's tree killed.
+        """
+        if self._tg is None or self._closing:
+            raise PoolClosed("the pool is not running")
+        if job_id is None:
+            job_id = msgspec.json.decode(job, type=_JobId).id
+        slot = await self._free_receive.receive()
+        retire = True
+        try:
+            child = slot.child
+            if child is None or child.returncode is not None:
+                if child is not None:
+                    self._tg.start_soon(child.kill)
+                    slot.child = None
+                try:
+                    child = slot.child = await self._spawn()
+                except (ChildStartError, OSError) as exc:
+                    return Outcome(job_id, False, _error("ChildStartError", str(exc)))
+            running = _Running(job_id, child, memory_limit, time_limit)
+            self._running[job_id] = running
+            try:
+                outcome = await self._run_on(running, job)
+            finally:
+                self._running.pop(job_id, None)
+            child.jobs_run += 1
+            retire = (
+                running.retire
+                or outcome.child_exit is not None
+                or child.jobs_run >= self.maximum_jobs_per_worker
+            )
+            return outcome
+        finally:
+            if retire:
+                self._retire(slot)
+            else:
+                self._free_send.send_nowait(slot)
+
+    async def cancel(self, job_id: str, reason: str = "job cancelled") -> bool:
+        """Ask the running job to stop (``JobCancelled`` inside it); kill after the grace.
+
+        Returns ``False`` if the pool is not running that job.
+        """
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        if running.verdict is None:
+            running.verdict = _error("JobCancelled", reason)
+        await self._ask_stop(running, reason, "cancelled")
+        return True
+
+    async def _ask_stop(self, running: _Running, reason: str, kind: str) -> None:
+        running.retire = True
+        if running.kill_at is None:
+            running.kill_at = anyio.current_time() + self.stop_grace
+        with contextlib.suppress(*_CHANNEL_GONE):
+            await running.child.send(StopJob(job_id=running.job_id, reason=reason, kind=kind))
+
+    async def _run_on(self, running: _Running, job: bytes) -> Outcome:
+        child = running.child
+        started = time.monotonic()
+        answer: JobDone | None = None
+        protocol_error: str | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._monitor, running)
+                try:
+                    message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
+                    await child.send(message)
+                    reply = await child.receive()
+                    if isinstance(reply, JobDone) and reply.job_id == running.job_id:
+                        answer = reply
+                    else:
+                        protocol_error = f"unexpected message during a job: {reply!r}"[:500]
+                except ProtocolError as exc:
+                    protocol_error = str(exc)
+                except _CHANNEL_GONE:
+                    pass
+                tg.cancel_scope.cancel()
+        except BaseException:
+            running.retire = True
+            await child.kill()
+            raise
+        duration = time.monotonic() - started
+        if answer is not None:
+            meta = _decode_meta(answer.meta)
+            if running.verdict is not None:  # stopped or over its limit, whatever it says
+                error = answer.error if answer.error is not None else running.verdict
+                return Outcome(running.job_id, False, error, meta, None, child.pid, duration)
+            return Outcome(running.job_id, answer.ok, answer.error, meta, None, child.pid, duration)
+        # The child is gone or unusable: make sure of it, then say why.
+        code = await child.kill()
+        exit_text = describe_returncode(code) if code is not None else "did not exit"
+        if running.verdict is not None:
+            error = running.verdict
+        elif protocol_error is not None:
+            error = _error(
+                "ProtocolError", f"worker process {child.pid} sent a bad frame: {protocol_error}"
+            )
+        else:
+            tail = "\n".join(child.output_tail)
+            error = _error(
+                "WorkerProcessDied",
+                f"worker process {child.pid} {exit_text} while running the job",
+                f"last output of the worker process:\n{tail}" if tail else "",
+            )
+        return Outcome(
+            running.job_id,
+            False,
+            error,
+            None,
+            exit_text,
+            child.pid,
+            duration,
+            running.detected_at,
+            running.gone_at,
+        )
+
+    async def _monitor(self, running: _Running) -> None:
+        """Enforce the job's limits until cancelled (when the job ends)."""
+        child = running.child
+        while True:
+            if running.memory_limit is not None:
+                rss = await anyio.to_thread.run_sync(_tree.tree_rss, child.process)
+                if rss > running.memory_limit:
+                    running.detected_at = time.time()
+                    used, limit = rss // MiB, running.memory_limit // MiB
+                    message = f"memory limit exceeded: {used} MiB > {limit} MiB"
+                    running.verdict = _error("MemoryLimitExceeded", message)
+                    running.retire = True
+                    await child.kill()
+                    running.gone_at = time.time()
+                    return
+            now = anyio.current_time()
+            wake = now + self.monitor_interval if running.memory_limit is not None else math.inf
+            if running.time_limit is not None and running.kill_at is None:
+                deadline = running.started + running.time_limit
+                if now >= deadline:
+                    message = f"time limit exceeded after {_seconds(running.time_limit)} s"
+                    running.verdict = _error("TimeLimitExceeded", message)
+                    await self._ask_stop(running, message, "time_limit")
+                else:
+                    wake = min(wake, deadline)
+            if running.kill_at is not None:
+                if now >= running.kill_at:
+                    self.logger.warning(
+                        "job %s did not stop within %.1f s; killing worker process %d",
+                        running.job_id,
+                        self.stop_grace,
+                        child.pid,
+                    )
+                    await child.kill()
+                    return
+                wake = min(wake, running.kill_at)
+            # cancel() may set kill_at at any time: never sleep longer than one interval.
+            wake = min(wake, now + self.monitor_interval)
+            await anyio.sleep(max(0.0, wake - anyio.current_time()))
+
+
+def _decode_meta(raw: bytes) -> dict[str, Any] | None:
+    try:
+        meta = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None

@@ -1,0 +1,240 @@
+"""One child worker process as seen from the supervisor: spawn, handshake, talk, stop."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+
+import anyio
+import anyio.abc
+import psutil
+
+from chancy.wire import (
+    MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    Fatal,
+    FrameStream,
+    Hello,
+    Message,
+    ProtocolError,
+    Ready,
+    Shutdown,
+)
+
+from . import _tree
+from ._env import child_environment
+from .errors import ChildStartError
+
+#: How many of a child's last output lines are kept to explain its death.
+OUTPUT_TAIL_LINES = 20
+
+
+def describe_returncode(returncode: int) -> str:
+    """``"killed by signal SIGSEGV"`` or ``"exited with code 3"``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by signal {name}"
+    return f"exited with code {returncode}"
+
+
+class ChildProcess:
+    """A running ``python -m chancy.supervisor.child``.
+
+    Spawned with :func:`subprocess.Popen` called directly in the event loop's thread, not in
+    a worker thread: ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child
+    exits, and worker threads (trio's ``open_process`` uses one) come and go. The protocol
+    runs over a ``socketpair`` passed with ``pass_fds``; the child's stdout and stderr share
+    a second socketpair whose lines go to the supervisor's logger.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        process: psutil.Process,
+        frames: FrameStream,
+        output: anyio.abc.ByteReceiveStream,
+        logger: logging.Logger,
+    ) -> None:
+        self.popen = popen
+        self.process = process  # captured at spawn: pids get reused, this handle does not
+        self.pid = popen.pid
+        self.frames = frames
+        self.jobs_run = 0
+        self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._output = output
+        self._logger = logger
+
+    @classmethod
+    async def spawn(
+        cls,
+        task_group: anyio.abc.TaskGroup,
+        *,
+        sys_path: list[str] | None = None,
+        initializer: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        handshake_timeout: float = 60.0,
+        max_frame_size: int = MAX_FRAME_SIZE,
+        logger: logging.Logger | None = None,
+    ) -> ChildProcess:
+        """Start a child, pump its output into *task_group*, and complete the handshake."""
+        logger = logger or logging.getLogger("chancy.supervisor")
+        path = list(sys.path if sys_path is None else sys_path)
+        channel, child_channel = socket.socketpair()
+        output, child_output = socket.socketpair()
+        try:
+            popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "chancy.supervisor.child",
+                    "--fd",
+                    str(child_channel.fileno()),
+                    "--parent",
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=child_output.fileno(),
+                stderr=child_output.fileno(),
+                pass_fds=(child_channel.fileno(),),
+                close_fds=True,
+                start_new_session=True,
+                env=child_environment(path, extra=extra_env),
+            )
+        except BaseException:
+            for s in (channel, child_channel, output, child_output):
+                s.close()
+            raise
+        finally:
+            child_channel.close()
+            child_output.close()
+        process = psutil.Process(popen.pid)
+        frames = FrameStream(
+            await anyio.abc.UNIXSocketStream.from_socket(channel), max_size=max_frame_size
+        )
+        output_stream = await anyio.abc.UNIXSocketStream.from_socket(output)
+        child = cls(popen, process, frames, output_stream, logger)
+        task_group.start_soon(child._pump_output)
+        try:
+            with anyio.fail_after(handshake_timeout):
+                hello = Hello(
+                    version=PROTOCOL_VERSION,
+                    sys_path=path,
+                    supervisor_pid=os.getpid(),
+                    initializer=initializer,
+                )
+                await frames.send(hello)
+                answer = await frames.receive()
+        except BaseException as exc:
+            await child.kill()
+            if isinstance(exc, TimeoutError):
+                raise ChildStartError(
+                    f"child {child.pid} did not answer within {handshake_timeout} s"
+                ) from None
+            if isinstance(
+                exc, anyio.EndOfStream | ProtocolError | OSError | anyio.BrokenResourceError
+            ):
+                raise ChildStartError(f"child {child.pid} failed its handshake: {exc!r}") from exc
+            raise
+        if isinstance(answer, Fatal):
+            await child.kill()
+            raise ChildStartError(
+                f"child {child.pid} could not start: {answer.error.type}: {answer.error.message}"
+                f"\n{answer.error.traceback}"
+            )
+        if not isinstance(answer, Ready) or answer.version != PROTOCOL_VERSION:
+            await child.kill()
+            raise ChildStartError(f"child {child.pid} answered the handshake with {answer!r}")
+        logger.debug("child %d ready", child.pid)
+        return child
+
+    async def _pump_output(self) -> None:
+        """Log the child's stdout/stderr line by line until every writer has closed it."""
+        pending = b""
+        try:
+            async with self._output:
+                async for chunk in self._output:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        self._log_line(line)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            if pending:
+                self._log_line(pending)
+
+    def _log_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self.output_tail.append(line)
+        self._logger.info("child %d: %s", self.pid, line, extra={"child_pid": self.pid})
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    async def send(self, message: Message) -> None:
+        await self.frames.send(message)
+
+    async def receive(self) -> Message:
+        return await self.frames.receive()
+
+    async def wait(self, timeout: float) -> int | None:
+        """Reap the child; its return code, or ``None`` if it is still alive after *timeout*."""
+        delay = 0.001
+        with anyio.move_on_after(timeout):
+            while (code := self.popen.poll()) is None:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+            return code
+        return self.popen.poll()
+
+    async def kill(self, *, wait: float = 5.0) -> int | None:
+        """SIGKILL the whole tree at once and wait (shielded) until it is gone."""
+        with anyio.CancelScope(shield=True):
+            # The child leads its own session and group; the group id cannot be reused while
+            # any member lives, so killing it is safe even after the child was reaped.
+            procs = await anyio.to_thread.run_sync(_tree.kill_tree, self.process, self.pid)
+            others = [p for p in procs if p.pid != self.pid]
+            code = await self.wait(wait)
+            if others:
+                await anyio.to_thread.run_sync(_tree.wait_gone, others, wait)
+            await self._close_channel()
+            return code
+
+    async def stop(self, *, ask_timeout: float = 2.0, term_timeout: float = 2.0) -> int | None:
+        """The one shutdown ladder: ask, wait, SIGTERM the group, wait, kill the tree.
+
+        Everything runs in a shielded scope, so a cancelled caller still reaps the child.
+        """
+        with anyio.CancelScope(shield=True):
+            if self.popen.poll() is None:
+                with anyio.move_on_after(ask_timeout):
+                    try:
+                        await self.send(Shutdown())
+                    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
+                code = await self.wait(ask_timeout)
+                if code is None:
+                    try:
+                        os.killpg(self.pid, signal.SIGTERM)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    code = await self.wait(term_timeout)
+            # Always sweep the tree: a job's grandchildren must not outlive the child.
+            return await self.kill()
+
+    async def _close_channel(self) -> None:
+        try:
+            await self.frames.aclose()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass

@@ -1,0 +1,299 @@
+"""The child worker bootloader: ``python -m chancy.supervisor.child --fd N --parent PID``.
+
+A fresh interpreter started by the supervisor (never a ``fork`` of it). Before any job code
+is imported it hardens itself:
+
+* ``RLIMIT_CORE`` = 0 (soft and hard): a crashing job dumps no core.
+* Linux: ``PR_SET_PDEATHSIG(SIGKILL)`` so the kernel kills it when the supervisor thread
+  that spawned it dies; if the parent is already gone (the race before ``prctl``), exit.
+  It also becomes a child *subreaper*, so processes a job double-forks stay its
+  descendants and are counted (and killed) with it.
+* ``faulthandler`` is on, so a segfaulting job leaves a traceback in the log.
+* Exits as soon as its channel reaches end-of-file, even in the middle of a job.
+* fd 1 is pointed at fd 2, so ``print()`` in a job goes to the supervisor's log and can
+  never corrupt the protocol channel, which lives on its own descriptor ``--fd``.
+
+Then it answers :class:`~chancy.wire.Hello` (protocol version, ``sys.path``, initializer)
+with :class:`~chancy.wire.Ready` and serves :class:`~chancy.wire.RunJob` frames one at a
+time. A reader thread watches the channel while a job runs: a
+:class:`~chancy.wire.StopJob` is delivered to the job as an exception
+(:class:`~chancy.supervisor.errors.TimeLimitExceeded` or
+:class:`~chancy.supervisor.errors.JobCancelled`) raised in the main thread from a
+``SIGUSR1`` handler; the supervisor kills the child if the job does not stop in time.
+
+Time limits are also backed by the kernel, see :func:`arm_cpu_limit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import importlib
+import inspect
+import json
+import math
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from chancy.supervisor.errors import JobCancelled, JobStopped, TimeLimitExceeded
+from chancy.wire import (
+    PROTOCOL_VERSION,
+    BlockingFrames,
+    ErrorInfo,
+    Fatal,
+    Hello,
+    JobDone,
+    ProtocolError,
+    Ready,
+    RunJob,
+    Shutdown,
+    StopJob,
+)
+
+#: Exit codes of the child when it gives up on its own.
+EXIT_PARENT_GONE = 70
+EXIT_PROTOCOL_ERROR = 71
+EXIT_FATAL = 72
+
+#: Extra CPU seconds on top of the time limit before the kernel steps in.
+CPU_GRACE_SECONDS = 5
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_STOP_SIGNAL = signal.SIGUSR1
+
+
+def harden(parent_pid: int) -> None:
+    """Apply the process hygiene described in the module docstring."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    faulthandler.enable()  # a crash leaves its Python traceback in the supervisor's log
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_PARENT_GONE)
+    os.dup2(2, 1)
+
+
+def arm_cpu_limit(time_limit: float) -> tuple[int, int]:
+    """Set a hard kernel CPU-time limit backing a job's wall-clock ``TIME`` limit.
+
+    The supervisor enforces the wall clock; this is the backstop for when it cannot (it
+    stalled or died). ``RLIMIT_CPU`` counts CPU seconds of all the process's threads since
+    it started, and a hard limit can never be raised again, so:
+
+    * the limit is ``cpu used so far + time_limit * usable CPUs + grace``: CPU time grows at
+      most ``usable CPUs`` times faster than the wall clock, so the backstop never fires
+      before the wall-clock limit would;
+    * the soft limit sends ``SIGXCPU`` (fatal unless handled), the hard limit one second
+      later is ``SIGKILL``, which nothing can catch;
+    * because the hard limit cannot be lifted, the supervisor retires a child after any job
+      that had a time limit; no later job ever runs under it.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + time_limit * cpus + CPU_GRACE_SECONDS)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+    return soft, soft + 1
+
+
+def import_function(path: str) -> Callable[..., Any]:
+    """Import ``pkg.mod.func`` or ``pkg.mod:func`` (``chancy.job.import_function`` if present)."""
+    try:
+        from chancy.job import import_function as chancy_import
+    except ImportError:
+        chancy_import = None
+    if chancy_import is not None:
+        return chancy_import(path)
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"not an importable function path: {path!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{path!r} is not callable")
+    return obj
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as data."""
+    return ErrorInfo(
+        type=type(exc).__qualname__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _job_parameter(func: Callable[..., Any]) -> str | None:
+    """The keyword-only parameter annotated ``QueuedJob``, if the function has one."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    for param in params:
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        ann = param.annotation
+        name = ann if isinstance(ann, str) else getattr(ann, "__name__", "")
+        if name.rpartition(".")[2] == "QueuedJob":
+            return param.name
+    return None
+
+
+class _State:
+    def __init__(self) -> None:
+        self.running: str | None = None
+        self.stop: StopJob | None = None
+        self.lock = threading.Lock()
+
+
+_state = _State()
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    with _state.lock:
+        request, _state.stop = _state.stop, None
+        running = _state.running
+    if request is None or running != request.job_id:
+        return
+    if request.kind == "time_limit":
+        raise TimeLimitExceeded(request.reason)
+    raise JobCancelled(request.reason)
+
+
+def run_job(message: RunJob) -> JobDone:
+    """Run one job in this process and describe how it ended."""
+    data = json.loads(message.job)
+    meta: Any = data.get("meta") or {}
+    job_obj: Any = None
+    error: ErrorInfo | None = None
+    try:
+        try:
+            if message.time_limit is not None:
+                arm_cpu_limit(message.time_limit)
+            func = import_function(data["func"])
+            kwargs = dict(data.get("kwargs") or {})
+            param = _job_parameter(func)
+            if param is not None:
+                from chancy.job import QueuedJob
+
+                job_obj = QueuedJob.unpack(data)
+                kwargs[param] = job_obj
+            with _state.lock:
+                _state.running = message.job_id
+            try:
+                if inspect.iscoroutinefunction(func):
+                    asyncio.run(func(**kwargs))
+                else:
+                    result = func(**kwargs)
+                    if inspect.iscoroutine(result):
+                        asyncio.run(result)
+            finally:
+                with _state.lock:
+                    _state.running = None
+                    _state.stop = None
+        except BaseException as exc:  # noqa: B036 - errors of any kind are the job's outcome
+            error = error_info(exc)
+    except JobStopped as exc:  # a stop that landed just after the job's own handler
+        error = error_info(exc)
+    if job_obj is not None:
+        meta = getattr(job_obj, "meta", meta)
+    try:
+        meta_bytes = json.dumps(meta, default=repr).encode()
+    except (TypeError, ValueError):
+        meta_bytes = json.dumps(data.get("meta") or {}, default=repr).encode()
+    return JobDone(job_id=message.job_id, ok=error is None, meta=meta_bytes, error=error)
+
+
+def _reader(frames: BlockingFrames, inbox: queue.SimpleQueue[RunJob | Shutdown]) -> None:
+    """Watch the channel: queue work for the main thread, deliver stops, exit on EOF."""
+    main_ident = threading.main_thread().ident
+    assert main_ident is not None
+    while True:
+        try:
+            message = frames.receive()
+        except ProtocolError as exc:
+            print(f"chancy child {os.getpid()}: protocol error: {exc}", file=sys.stderr)
+            os._exit(EXIT_PROTOCOL_ERROR)
+        except OSError:
+            os._exit(EXIT_PARENT_GONE)
+        if message is None:
+            os._exit(EXIT_PARENT_GONE)  # the supervisor closed the channel or died
+        if isinstance(message, StopJob):
+            with _state.lock:
+                if _state.running != message.job_id:
+                    continue
+                _state.stop = message
+            signal.pthread_kill(main_ident, _STOP_SIGNAL)
+        elif isinstance(message, RunJob | Shutdown):
+            inbox.put(message)
+        else:
+            print(f"chancy child {os.getpid()}: unexpected {message!r}", file=sys.stderr)
+            os._exit(EXIT_PROTOCOL_ERROR)
+
+
+def serve(fd: int, parent_pid: int) -> int:
+    """Handshake, then run jobs until told to shut down. Returns the exit code."""
+    harden(parent_pid)
+    frames = BlockingFrames(fd)
+    try:
+        hello = frames.receive()
+    except (ProtocolError, OSError):
+        return EXIT_PROTOCOL_ERROR
+    if hello is None:
+        return EXIT_PARENT_GONE
+    if not isinstance(hello, Hello) or hello.version != PROTOCOL_VERSION:
+        got = getattr(hello, "version", type(hello).__name__)
+        exc = RuntimeError(f"protocol mismatch: child speaks {PROTOCOL_VERSION}, got {got}")
+        frames.send(Fatal(error=error_info(exc)))
+        return EXIT_FATAL
+    sys.path[:] = hello.sys_path
+    if hello.initializer:
+        try:
+            import_function(hello.initializer)()
+        except BaseException as exc:  # noqa: B036 - reported to the supervisor
+            frames.send(Fatal(error=error_info(exc)))
+            return EXIT_FATAL
+    signal.signal(_STOP_SIGNAL, _on_stop_signal)
+    inbox: queue.SimpleQueue[RunJob | Shutdown] = queue.SimpleQueue()
+    threading.Thread(target=_reader, args=(frames, inbox), daemon=True).start()
+    frames.send(Ready(version=PROTOCOL_VERSION, pid=os.getpid()))
+    while True:
+        message = inbox.get()
+        if isinstance(message, Shutdown):
+            return 0
+        frames.send(run_job(message))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="chancy.supervisor.child")
+    parser.add_argument("--fd", type=int, required=True, help="the protocol channel")
+    parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    args = parser.parse_args(argv)
+    code = serve(args.fd, args.parent)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

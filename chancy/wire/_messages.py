@@ -1,0 +1,84 @@
+"""The messages exchanged between the supervisor and its child worker processes.
+
+Every message is a frozen :class:`msgspec.Struct` with a ``type`` tag; together they form
+the :data:`Message` union, the only thing that ever crosses the channel. Errors cross as
+data (:class:`ErrorInfo`), never as pickles. Job payloads travel as opaque JSON bytes (the
+packed ``QueuedJob`` as read from the database), so the supervisor never decodes kwargs.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+#: Bumped whenever a message changes incompatibly; checked in the handshake.
+PROTOCOL_VERSION = 1
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    pass
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An exception as data: its type name, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str
+
+
+class Hello(_Base, tag="hello"):
+    """Supervisor -> child, first message: protocol version and the child's setup."""
+
+    version: int
+    sys_path: list[str]
+    supervisor_pid: int
+    initializer: str | None = None
+
+
+class Ready(_Base, tag="ready"):
+    """Child -> supervisor, answer to :class:`Hello` once the initializer has run."""
+
+    version: int
+    pid: int
+
+
+class Fatal(_Base, tag="fatal"):
+    """Child -> supervisor: the child cannot serve (bad version, initializer failed)."""
+
+    error: ErrorInfo
+
+
+class RunJob(_Base, tag="run_job"):
+    """Supervisor -> child: run one job.
+
+    ``job`` is the packed ``QueuedJob`` as JSON bytes. ``time_limit`` (seconds) lets the
+    child arm its kernel CPU-time backstop before the job's code is imported.
+    """
+
+    job_id: str
+    job: bytes
+    time_limit: float | None = None
+
+
+class JobDone(_Base, tag="job_done"):
+    """Child -> supervisor: the job ended; ``meta`` is the job's meta after the run (JSON)."""
+
+    job_id: str
+    ok: bool
+    meta: bytes
+    error: ErrorInfo | None = None
+
+
+class StopJob(_Base, tag="stop_job"):
+    """Supervisor -> child: raise a stop exception inside the running job."""
+
+    job_id: str
+    reason: str
+    kind: str = "cancelled"  # "cancelled" or "time_limit"
+
+
+class Shutdown(_Base, tag="shutdown"):
+    """Supervisor -> child: finish up and exit (sent only while the child is idle)."""
+
+
+Message = Hello | Ready | Fatal | RunJob | JobDone | StopJob | Shutdown

@@ -1,0 +1,165 @@
+"""Job functions run by the supervisor tests inside real child worker processes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+def returns(value: int = 1) -> int:
+    return value
+
+
+def raises(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def exits(code: int = 3) -> None:
+    sys.exit(code)
+
+
+def hard_exit(code: int = 7) -> None:
+    os._exit(code)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def wait_forever(pid_file: str) -> None:
+    """Write our pid where the test can find it, then block (to be killed from outside)."""
+    Path(pid_file).write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.05)
+
+
+def pid() -> None:
+    """Report nothing; the outcome carries the child's pid."""
+
+
+def _allocate(total_mib: int, marker: str | None = None, limit_mib: int | None = None) -> None:
+    chunks = []
+    for i in range(total_mib // 10):
+        chunks.append(b"\x01" * (10 * MiB))  # touched pages: they count in RSS
+        if marker and limit_mib and (i + 1) * 10 >= limit_mib + 25:
+            # Crossed the limit for sure (interpreter + data): record when.
+            if not Path(marker).exists():
+                Path(marker).write_text(repr(time.time()))
+    time.sleep(30)
+
+
+def allocate(total_mib: int = 600, marker: str | None = None, limit_mib: int | None = None):
+    _allocate(total_mib, marker, limit_mib)
+
+
+def fork_and_allocate(total_mib: int = 600) -> None:
+    """A grandchild allocates; the child itself stays small."""
+    child = os.fork()
+    if child == 0:
+        try:
+            _allocate(total_mib)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+
+
+def catch_everything(pid_file: str | None = None) -> None:
+    """Swallow every exception, including the stop request, forever."""
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    while True:
+        try:
+            while True:
+                time.sleep(0.01)
+        except BaseException:  # noqa: B036 - the point of the test
+            pass
+
+
+def ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    while True:
+        time.sleep(0.01)
+
+
+def stuck_in_c() -> None:
+    """Blocked in a C call: a thread join on a sleeping thread, signals blocked."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+    t = threading.Thread(target=time.sleep, args=(3600,), daemon=True)
+    t.start()
+    t.join()
+
+
+def spin_in_c() -> None:
+    """A tight loop inside C code that never returns to the interpreter."""
+    sum(range(10**13))
+
+
+def sleep(seconds: float = 0.1) -> None:
+    time.sleep(seconds)
+
+
+def prints(text: str = "hello from the job") -> str:
+    print(text)
+    print("\x00\x00\x00\x05garbage-looking output", flush=True)
+    sys.stderr.write("to stderr\n")
+    return text
+
+
+def write_garbage() -> None:
+    """Write garbage onto the protocol channel the child talks on."""
+    fd = int(sys.argv[sys.argv.index("--fd") + 1])
+    os.write(fd, b"\x00\x00\x00\x10this is not msgpack!!")
+    time.sleep(5)
+
+
+def write_oversized_header() -> None:
+    fd = int(sys.argv[sys.argv.index("--fd") + 1])
+    os.write(fd, b"\xff\xff\xff\xff")
+    time.sleep(5)
+
+
+def set_meta(*, job) -> None:  # annotation resolved by name only when chancy.job exists
+    job.meta["touched"] = True
+
+
+def environment(names: list[str]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
+INIT_COUNT = 0
+
+
+def initializer() -> None:
+    """Initializer: counts its runs in this process and records them in a file."""
+    global INIT_COUNT
+    INIT_COUNT += 1
+    path = os.environ.get("CHANCY_TEST_INIT_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def init_count() -> None:
+    if INIT_COUNT != 1:
+        raise RuntimeError(f"initializer ran {INIT_COUNT} times in this child")
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("initializer exploded")
+
+
+async def async_job(value: int = 2) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    if value < 0:
+        raise ValueError("negative")
+    return value
