@@ -165,6 +165,21 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert not complaints, "\n".join(complaints)
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+def test_unit_hardening_exposure_is_low() -> None:
+    # Exposure is on a 0-100 scale here (the report prints it divided by 10): 40 = "4.0 OK".
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=40", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze cannot assess unit files offline")
+    summary = [line for line in result.stdout.splitlines() if "Overall exposure" in line]
+    assert result.returncode == 0 and summary, result.stdout[-2000:] + result.stderr
+
+
 def test_unit_verify_catches_mistakes(tmp_path: Path) -> None:
     """The parser-based checks above fail on a broken unit (the tests can fail)."""
     broken = UNIT.read_text().replace("KillMode=mixed", "KillMode=control-group")
@@ -259,6 +274,50 @@ def test_containerfile_entrypoint_and_healthcheck(containerfile: list[tuple[str,
     assert "--app" in command
 
 
+APP = "my.jobs:chancy"
+
+
+@pytest.fixture
+def fake_supervisor(tmp_path: Path) -> dict[str, str]:
+    """An environment whose ``chancy-supervisor`` prints its pid and then its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "chancy-supervisor"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$$" "$@"\n')
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "CHANCY_APP": APP}
+
+
+def run_argv(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Run argv with the fake supervisor on PATH; return the arguments it received."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=True)
+    return proc.stdout.splitlines()[1:]
+
+
+def test_container_commands_pass_the_app(
+    containerfile: list[tuple[str, str]], fake_supervisor: dict[str, str]
+) -> None:
+    final = _final_stage(containerfile)
+    (entry,) = _all(final, "ENTRYPOINT")
+    argv = json.loads(entry)
+    assert argv[:2] == ["tini", "--"]
+    proc = subprocess.Popen(
+        [*argv[2:], "--extra", "two words"],
+        env=fake_supervisor,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = proc.communicate(timeout=30)
+    pid, *args = out.splitlines()
+    assert proc.returncode == 0
+    assert args == ["--app", APP, "--extra", "two words"]
+    assert int(pid) == proc.pid, "the shell must exec the supervisor (signals go to it)"
+    (health,) = _all(final, "HEALTHCHECK")
+    command = health.partition("CMD")[2].strip()
+    args = run_argv(["/bin/sh", "-c", command], fake_supervisor)
+    assert args == ["--app", APP, "--check"]
+
+
 # --- kubernetes ------------------------------------------------------------------------------
 
 
@@ -321,7 +380,7 @@ def _check_pod(spec: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def test_deployment(manifests: dict[str, dict[str, Any]]) -> None:
+def test_deployment(manifests: dict[str, dict[str, Any]], fake_supervisor: dict[str, str]) -> None:
     deployment = manifests["Deployment"]
     spec = deployment["spec"]
     pod = spec["template"]
@@ -335,6 +394,12 @@ def test_deployment(manifests: dict[str, dict[str, Any]]) -> None:
     line = " ".join(probe)
     assert "chancy-supervisor" in line and "--check" in line and "--app" in line
     assert container["livenessProbe"]["timeoutSeconds"] >= 5
+    for probe_name in ("livenessProbe", "startupProbe"):
+        if probe_name in container:
+            command = container[probe_name]["exec"]["command"]
+            env = fake_supervisor | {"CHANCY_APP": plain["CHANCY_APP"]}
+            args = run_argv(command, env)
+            assert args == ["--app", plain["CHANCY_APP"], "--check"], probe_name
     # A read-only root needs a writable /tmp for the status file the check reads.
     if container["securityContext"].get("readOnlyRootFilesystem"):
         status = plain.get("CHANCY_STATUS_FILE", "/tmp/")
