@@ -223,6 +223,14 @@ def _all(instrs: list[tuple[str, str]], name: str) -> list[str]:
     return [args for n, args in instrs if n == name]
 
 
+def healthcheck_argv(command: str) -> list[str]:
+    """The argv a HEALTHCHECK CMD runs: exec (JSON) form as is, shell form under ``sh -c``."""
+    command = command.strip()
+    if command.startswith("["):
+        return json.loads(command)
+    return ["/bin/sh", "-c", command]
+
+
 def _final_stage(instrs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     starts = [i for i, (n, _) in enumerate(instrs) if n == "FROM"]
     return instrs[starts[-1] :]
@@ -270,8 +278,8 @@ def test_containerfile_entrypoint_and_healthcheck(containerfile: list[tuple[str,
     (health,) = _all(final, "HEALTHCHECK")
     options, _, command = health.partition("CMD")
     assert "--timeout" in options and "--interval" in options
-    assert command.split()[:1] == ["chancy-supervisor"] and "--check" in command
-    assert "--app" in command
+    line = " ".join(healthcheck_argv(command))
+    assert "chancy-supervisor" in line and "--app" in line and "--check" in line
 
 
 APP = "my.jobs:chancy"
@@ -313,9 +321,16 @@ def test_container_commands_pass_the_app(
     assert args == ["--app", APP, "--extra", "two words"]
     assert int(pid) == proc.pid, "the shell must exec the supervisor (signals go to it)"
     (health,) = _all(final, "HEALTHCHECK")
-    command = health.partition("CMD")[2].strip()
-    args = run_argv(["/bin/sh", "-c", command], fake_supervisor)
+    args = run_argv(healthcheck_argv(health.partition("CMD")[2]), fake_supervisor)
     assert args == ["--app", APP, "--check"]
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not found")
+def test_containerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        ["hadolint", "--no-color", str(CONTAINERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- kubernetes ------------------------------------------------------------------------------
@@ -421,6 +436,14 @@ def test_migrate_job(manifests: dict[str, dict[str, Any]]) -> None:
     assert set(re.findall(r"\$\((\w+)\)", " ".join(argv))) <= names
     deploy_image = manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert container["image"] == deploy_image, "migrate with the image you roll out"
+
+
+def test_manifests_match_the_kubernetes_schemas() -> None:
+    """Strict schema validation (unknown or misspelt fields fail), where the schemas are at hand."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    for doc in load_manifests():
+        kubernetes_validate.validate(doc, version, strict=True)
 
 
 def test_secret_example_is_an_example(manifests: dict[str, dict[str, Any]]) -> None:
