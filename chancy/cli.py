@@ -1,0 +1,228 @@
+"""`chancy`: the admin command line (migrations, queues, jobs, workers).
+
+chancy --app myproject.worker:chancy misc migrate
+chancy --app myproject.worker:chancy queue list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from chancy._appref import AppRefError, load_app
+from chancy.app import Chancy
+from chancy.errors import ChancyError, DatabaseUnavailable
+from chancy.job import Job, QueuedJob
+from chancy.queue import Queue
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+async def _migrate(app: Chancy, args: argparse.Namespace) -> int:
+    await app.migrate(to_version=args.to_version)
+    for component, (applied, latest) in (await app.schema_versions()).items():
+        print(f"{component}: version {applied} of {latest}")
+    return 0
+
+
+async def _check_schema(app: Chancy, args: argparse.Namespace) -> int:
+    ok = await app.is_up_to_date()
+    print("schema is up to date" if ok else "schema needs migrating: chancy --app ... misc migrate")
+    return 0 if ok else 1
+
+
+async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
+    queues = await app.get_all_queues()
+    if args.json:
+        _print_json([q.pack() for q in queues])
+        return 0
+    for q in queues:
+        rate = f" rate={q.rate_limit}/{q.rate_limit_window}s" if q.rate_limit else ""
+        print(
+            f"{q.name:<24} {q.state.value:<7} concurrency={q.concurrency} "
+            f"executor={q.executor.rsplit('.', 1)[-1]} tags={','.join(sorted(q.tags))}{rate}"
+        )
+    return 0
+
+
+async def _queue_declare(app: Chancy, args: argparse.Namespace) -> int:
+    queue = Queue(
+        name=args.name,
+        concurrency=args.concurrency,
+        tags=set(args.tag or [r".*"]),
+        executor=args.executor,
+        executor_options=json.loads(args.executor_options),
+        polling_interval=args.polling_interval,
+        rate_limit=args.rate_limit,
+        rate_limit_window=args.rate_limit_window,
+    )
+    _print_json((await app.declare(queue, upsert=args.upsert)).pack())
+    return 0
+
+
+async def _queue_pause(app: Chancy, args: argparse.Namespace) -> int:
+    await app.set_queue_state(args.name, Queue.State.PAUSED)
+    print(f"paused {args.name}")
+    return 0
+
+
+async def _queue_resume(app: Chancy, args: argparse.Namespace) -> int:
+    await app.set_queue_state(args.name, Queue.State.ACTIVE)
+    print(f"resumed {args.name}")
+    return 0
+
+
+async def _queue_delete(app: Chancy, args: argparse.Namespace) -> int:
+    await app.delete_queue(args.name, purge_jobs=not args.keep_jobs)
+    print(f"deleted {args.name}")
+    return 0
+
+
+async def _job_get(app: Chancy, args: argparse.Namespace) -> int:
+    job = await app.get_job(args.id)
+    if job is None:
+        print(f"no job {args.id}", file=sys.stderr)
+        return 1
+    _print_json(job.pack())
+    return 0
+
+
+async def _job_cancel(app: Chancy, args: argparse.Namespace) -> int:
+    await app.cancel_job(args.id)
+    job = await app.get_job(args.id)
+    print(f"{args.id}: {job.state.value if job else 'gone'}")
+    return 0
+
+
+async def _job_push(app: Chancy, args: argparse.Namespace) -> int:
+    job = Job(
+        func=args.func,
+        queue=args.queue,
+        kwargs=json.loads(args.kwargs),
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+    )
+    print(await app.push(job))
+    return 0
+
+
+async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
+    where = "WHERE state = %s" if args.state else ""
+    async with app.db.connection() as conn:
+        rows = await conn.fetchall(
+            app.tables.q(
+                "SELECT id::text, queue, func, state, attempts FROM {jobs} "
+                + where
+                + " ORDER BY id DESC LIMIT %s"
+            ),
+            ((args.state, args.limit) if args.state else (args.limit,)),
+        )
+    for id_, queue, func, state, attempts in rows:
+        print(f"{id_} {queue:<16} {state:<9} attempts={attempts} {func}")
+    return 0
+
+
+async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
+    _print_json(await app.get_all_workers())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chancy",
+        description="Administer a Chancy job queue: migrations, queues, jobs and workers.",
+    )
+    parser.add_argument(
+        "--app",
+        help="the app as module:attribute (a Chancy instance or a function returning one); "
+        "default: $CHANCY_APP",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{misc,queue,job,worker}")
+
+    def command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=func)
+        return p
+
+    misc = groups.add_parser("misc", help="migrations and schema checks").add_subparsers(
+        dest="command", required=True
+    )
+    p = command(misc, "migrate", _migrate, "migrate the database (core and plugins) up or down")
+    p.add_argument("--to-version", type=int, help="core schema version (default: latest)")
+    command(misc, "check-schema", _check_schema, "exit 0 if the schema is up to date, else 1")
+
+    queue = groups.add_parser("queue", help="list, declare, pause, resume, delete queues")
+    qsub = queue.add_subparsers(dest="command", required=True)
+    p = command(qsub, "list", _queue_list, "list every declared queue")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(qsub, "declare", _queue_declare, "declare a queue (--upsert to replace settings)")
+    p.add_argument("name")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--tag", action="append", help="worker tag regex (repeatable)")
+    p.add_argument("--executor", default=Chancy.Executor.Process.value)
+    p.add_argument("--executor-options", default="{}", help="JSON object")
+    p.add_argument("--polling-interval", type=float, default=1)
+    p.add_argument("--rate-limit", type=int)
+    p.add_argument("--rate-limit-window", type=int)
+    p.add_argument("--upsert", action="store_true")
+    for name, func, help_ in [
+        ("pause", _queue_pause, "pause a queue: workers stop claiming its jobs"),
+        ("resume", _queue_resume, "resume a paused queue"),
+    ]:
+        command(qsub, name, func, help_).add_argument("name")
+    p = command(qsub, "delete", _queue_delete, "delete a queue and (unless --keep-jobs) its jobs")
+    p.add_argument("name")
+    p.add_argument("--keep-jobs", action="store_true")
+
+    jobs = groups.add_parser("job", help="inspect, push and cancel jobs")
+    jsub = jobs.add_subparsers(dest="command", required=True)
+    command(jsub, "get", _job_get, "print a job as JSON").add_argument("id")
+    command(jsub, "cancel", _job_cancel, "cancel a job (a running one is stopped)").add_argument(
+        "id"
+    )
+    p = command(jsub, "list", _job_list, "list the newest jobs")
+    p.add_argument("--state", choices=[s.value for s in QueuedJob.State])
+    p.add_argument("--limit", type=int, default=20)
+    p = command(jsub, "push", _job_push, "push a job by function path")
+    p.add_argument("func", help="importable function, e.g. myproject.tasks.send_email")
+    p.add_argument("--queue", default="default")
+    p.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--max-attempts", type=int, default=1)
+
+    workers = groups.add_parser("worker", help="inspect workers")
+    wsub = workers.add_subparsers(dest="command", required=True)
+    command(wsub, "list", _worker_list, "list the workers known to the cluster")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `chancy` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        app = load_app(args.app)
+    except AppRefError as exc:
+        print(f"chancy: {exc}", file=sys.stderr)
+        return 2
+    command: Callable[[Chancy, argparse.Namespace], Awaitable[int]] = args.handler
+
+    async def run() -> int:
+        async with app:
+            return await command(app, args)
+
+    try:
+        return anyio.run(run)
+    except (ChancyError, DatabaseUnavailable, ValueError) as exc:
+        print(f"chancy: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

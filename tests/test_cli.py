@@ -1,0 +1,90 @@
+"""`chancy --app module:attribute ...`, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def cli(dsn: str, prefix: str):
+    env = {
+        **os.environ,
+        "CHANCY_CLI_DSN": dsn,
+        "CHANCY_CLI_PREFIX": prefix,
+        "PYTHONPATH": str(TESTS),
+    }
+
+    def run(*args: str, app: str = "cliapp:make") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "chancy.cli", "--app", app, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run
+
+
+def test_bad_app_is_a_one_line_error(cli) -> None:
+    for app, message in [
+        ("nocolon", "expected module:attribute"),
+        ("no_such_mod:app", "cannot import"),
+        ("cliapp:missing", "has no attribute"),
+        ("cliapp:not_an_app", "is not a Chancy app"),
+    ]:
+        result = cli("misc", "migrate", app=app)
+        assert result.returncode == 2, result
+        assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_migrate_queues_and_jobs(cli) -> None:
+    assert cli("misc", "check-schema").returncode == 1
+    result = cli("misc", "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "core: version 2 of 2" in result.stdout
+    assert cli("misc", "check-schema").returncode == 0
+    declared = cli(
+        "queue",
+        "declare",
+        "mail",
+        "--concurrency",
+        "3",
+        "--executor",
+        "chancy.executors.asyncex.AsyncExecutor",
+    )
+    assert declared.returncode == 0, declared.stderr
+    assert json.loads(declared.stdout)["concurrency"] == 3
+    assert cli("queue", "pause", "mail").returncode == 0
+    listed = json.loads(cli("queue", "list", "--json").stdout)
+    assert [(q["name"], q["state"]) for q in listed] == [("mail", "paused")]
+    assert cli("queue", "resume", "mail").returncode == 0
+    assert "active" in cli("queue", "list").stdout
+    pushed = cli("job", "push", "jobs.add", "--queue", "mail", "--kwargs", '{"a": 1, "b": 2}')
+    assert pushed.returncode == 0, pushed.stderr
+    job_id = pushed.stdout.strip()
+    got = json.loads(cli("job", "get", job_id).stdout)
+    assert got["kwargs"] == {"a": 1, "b": 2} and got["state"] == "pending"
+    assert job_id in cli("job", "list", "--state", "pending").stdout
+    assert "failed" in cli("job", "cancel", job_id).stdout
+    unknown = cli("job", "push", "jobs.add", "--queue", "nope")
+    assert unknown.returncode == 1 and "unknown queue 'nope'" in unknown.stderr
+    assert cli("queue", "delete", "mail").returncode == 0
+    assert cli("queue", "list").stdout.strip() == ""
+    assert cli("misc", "migrate", "--to-version", "0").returncode == 0
+
+
+def test_help_explains_each_command() -> None:
+    for args in (["--help"], ["queue", "--help"], ["job", "--help"], ["misc", "migrate", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "chancy.cli", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "usage: chancy" in result.stdout

@@ -1,0 +1,78 @@
+"""Bad input gets a clear error: DSNs, unreachable servers, names, concurrent migrations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import anyio
+import pytest
+
+from chancy import Chancy
+from chancy.errors import DatabaseUnavailable
+
+
+def test_malformed_dsn_is_a_clear_value_error() -> None:
+    with pytest.raises(ValueError, match="dsn: not a valid PostgreSQL connection string"):
+        Chancy("host=localhost port", plugins=[])
+    with pytest.raises(ValueError, match="dsn"):
+        Chancy("   ", plugins=[])
+
+
+@pytest.mark.parametrize("prefix", ["", "Upper_", "1abc", "with-dash", "x" * 41, "a b"])
+def test_bad_prefix(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        Chancy("postgresql://localhost/x", prefix=prefix, plugins=[])
+
+
+def test_bad_pool_sizes() -> None:
+    with pytest.raises(ValueError, match="max_connection_pool_size"):
+        Chancy(
+            "postgresql://localhost/x",
+            plugins=[],
+            min_connection_pool_size=5,
+            max_connection_pool_size=2,
+        )
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_fails_within_the_timeout() -> None:
+    # Nothing listens on port 1: the error comes after poll_reconnect_timeout, not a hang.
+    app = Chancy("postgresql://postgres@127.0.0.1:1/x", plugins=[], poll_reconnect_timeout=1)
+    started = anyio.current_time()
+    with anyio.fail_after(20), pytest.raises(DatabaseUnavailable, match="127.0.0.1:1"):
+        async with app:
+            pass
+    assert anyio.current_time() - started < 15
+
+
+def test_unreachable_server_sync() -> None:
+    app = Chancy("postgresql://postgres@127.0.0.1:1/x", plugins=[], poll_reconnect_timeout=1)
+    with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+        with app:
+            pass
+
+
+def test_two_processes_migrating_at_once(dsn: str, prefix: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import anyio
+        from chancy import Chancy
+
+        async def main():
+            async with Chancy({dsn!r}, prefix={prefix!r}, plugins=[]) as app:
+                await app.migrate()
+                assert await app.is_up_to_date()
+
+        anyio.run(main)
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    migrated = sum("migrated core from version 0 to 2" in err for _, err in results)
+    assert migrated == 1, results
