@@ -1,0 +1,262 @@
+"""The executor interface: runs a queue's claimed jobs and reports how each one ended.
+
+An executor is an actor of its queue's group in the worker. The fetcher claims at most
+`free_slots()` jobs and hands each to `submit()`, which runs the plugins' `on_job_starting`
+hooks, records the job as running and calls the subclass's `start_job()`. When a job ends, the
+subclass calls `job_finished()`, which computes the new state (SUCCEEDED, RETRYING with a
+future `scheduled_at`, or FAILED, with an `ErrorT` appended for a failure), runs the plugins'
+`on_job_completed` hooks, queues the update on the worker's outgoing batcher and wakes the
+fetcher because a slot came free.
+
+Jobs still running when an executor stops are not finished by it: the worker puts them back
+to pending (the attempt is not counted) with `release_unfinished()`.
+
+Retries: without a plugin that sets a backoff, a failed job with attempts left is retried
+after `DEFAULT_RETRY_DELAY` seconds (a plugin's `on_job_completed` may set another
+`scheduled_at`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import inspect
+import traceback as tb
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
+from chancy.job import Limit, QueuedJob, import_function
+from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from chancy.worker import Worker
+
+#: Seconds before a failed job with attempts left runs again, when no plugin decides.
+DEFAULT_RETRY_DELAY = 1.0
+
+
+class JobCancelled(Exception):
+    """The job was cancelled with `Chancy.cancel_job` while it ran (never retried)."""
+
+
+class TimeLimitExceeded(Exception):
+    """The job ran longer than its `Limit.Type.TIME` limit."""
+
+
+class RemoteJobError(Exception):
+    """A job's error that crossed a process boundary as data (type name and message)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+
+
+def format_error(error: BaseException) -> str:
+    """The formatted traceback stored in `ErrorT["traceback"]`."""
+    return "".join(tb.format_exception(error)).rstrip("\n")
+
+
+def time_limit(job: QueuedJob) -> float | None:
+    """The job's TIME limit in seconds (the smallest, if several), or None."""
+    values = [limit.value for limit in job.limits if limit.type_ == Limit.Type.TIME]
+    return float(min(values)) if values else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """How to call a job's function: the function, whether it is a coroutine function, and the
+    name of the keyword-only parameter annotated `QueuedJob` that receives the job (if any)."""
+
+    func: Callable[..., Any]
+    is_async: bool
+    job_param: str | None
+
+
+def _is_queued_job_annotation(annotation: Any) -> bool:
+    if annotation is QueuedJob:
+        return True
+    return isinstance(annotation, str) and annotation.split(".")[-1].strip("'\"") == "QueuedJob"
+
+
+@functools.lru_cache(maxsize=4096)
+def prepare_call(path: str) -> Call:
+    """Import `path` and work out how to call it (cached per path)."""
+    func = import_function(path)
+    target = inspect.unwrap(func)
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target)
+    job_param = None
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []  # type: ignore[assignment]
+    for param in parameters:
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and _is_queued_job_annotation(
+            param.annotation
+        ):
+            job_param = param.name
+            break
+    return Call(func, is_async, job_param)
+
+
+def call_kwargs(call: Call, job: QueuedJob) -> dict[str, Any]:
+    """The keyword arguments of one run: the job's kwargs plus the job itself if asked for."""
+    kwargs = dict(job.kwargs or {})
+    if call.job_param is not None:
+        kwargs[call.job_param] = job
+    return kwargs
+
+
+class Executor(abc.ABC):
+    """Base class of executors; `options` are the queue's `executor_options`.
+
+    Subclasses implement `run`, `start_job` and `cancel`, and call `job_finished` once for
+    each job handed to `start_job` (unless the executor is stopped first).
+    """
+
+    def __init__(self, worker: Worker, queue: Queue, **options: Any) -> None:
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} got unknown executor_options: {', '.join(sorted(options))}"
+            )
+        self.worker = worker
+        self.queue = queue
+        #: How many jobs run at once in this executor (the queue's per-worker concurrency).
+        self.concurrency = queue.concurrency
+        #: Jobs handed to this executor that have not finished, by id.
+        self.running: dict[str, QueuedJob] = {}
+        #: Set whenever a slot comes free (the queue's fetcher waits on it).
+        self.wakeup = Wakeup()
+        self._idle = Flag()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} queue={self.queue.name!r} running={len(self.running)}>"
+
+    # -- to implement ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Set up resources, call `task_status.started()` when ready, run until cancelled,
+        then clean up (shielded). Jobs still running are left to `release_unfinished`."""
+
+    @abc.abstractmethod
+    async def start_job(self, job: QueuedJob) -> None:
+        """Start running `job` and return at once; call `job_finished` when it ends."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Stop a running job; it ends FAILED with `JobCancelled` (no retry)."""
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """How many more jobs this executor can take now."""
+        return max(0, self.concurrency - len(self.running))
+
+    async def submit(self, job: QueuedJob) -> None:
+        """Run the `on_job_starting` hooks, record the job as running and start it."""
+        self.running[job.id] = job
+        self._idle.clear()
+        plugins = self.worker.chancy.plugins
+        if plugins:
+            try:
+                for plugin in plugins:
+                    job = await plugin.on_job_starting(job, self.worker)
+                self.running[job.id] = job
+            except Exception as exc:
+                self.worker.log.exception("on_job_starting failed for job %s", job.id)
+                await self.job_finished(job, error=exc)
+                return
+        self.worker.hub.emit(JOB_STARTED, job=job)
+        await self.start_job(job)
+
+    def new_state(
+        self,
+        job: QueuedJob,
+        *,
+        error: BaseException | None = None,
+        traceback: str | None = None,
+        meta: dict[str, Any] | None = None,
+        retry: bool = True,
+    ) -> QueuedJob:
+        """The job as it is after this attempt (without plugins)."""
+        now = datetime.now(UTC)
+        new_meta = job.meta if meta is None else meta
+        if error is None and traceback is None:
+            return dataclasses.replace(
+                job, state=QueuedJob.State.SUCCEEDED, completed_at=now, meta=new_meta
+            )
+        text = traceback if traceback is not None else format_error(error)  # type: ignore[arg-type]
+        errors = [*job.errors, {"attempt": job.attempts, "traceback": text}]
+        if retry and job.attempts < job.max_attempts:
+            return dataclasses.replace(
+                job,
+                state=QueuedJob.State.RETRYING,
+                scheduled_at=now + timedelta(seconds=DEFAULT_RETRY_DELAY),
+                errors=errors,
+                meta=new_meta,
+            )
+        return dataclasses.replace(
+            job, state=QueuedJob.State.FAILED, completed_at=now, errors=errors, meta=new_meta
+        )
+
+    async def job_finished(
+        self,
+        job: QueuedJob,
+        *,
+        error: BaseException | None = None,
+        traceback: str | None = None,
+        meta: dict[str, Any] | None = None,
+        retry: bool = True,
+    ) -> QueuedJob:
+        """Record how a job ended and free its slot; returns the job's new state.
+
+        `error` is the exception the job raised (None on success); `traceback` the text to
+        store instead of formatting `error` (for errors that crossed a process boundary; give
+        `error=RemoteJobError(type, message)` with it); `meta` the job's meta after the run
+        (default: `job.meta`, which in-process jobs mutate); `retry=False` fails the job even
+        with attempts left (cancellation).
+        """
+        if job.id not in self.running:
+            return job  # released or already finished: nothing to write
+        new = self.new_state(job, error=error, traceback=traceback, meta=meta, retry=retry)
+        if error is None and traceback is not None:
+            error = RemoteJobError("Error", traceback.splitlines()[-1] if traceback else "")
+        for plugin in self.worker.chancy.plugins:
+            try:
+                new = await plugin.on_job_completed(new, self.worker, error=error)
+            except Exception:
+                self.worker.log.exception(
+                    "plugin %s: on_job_completed failed for job %s", plugin.identifier, job.id
+                )
+        if self.running.pop(job.id, None) is None:
+            return new
+        self.worker.queue_update_nowait(new)
+        self.worker.hub.emit(JOB_FINISHED, job=new)
+        if not self.running:
+            self._idle.set()
+        self.wakeup.set()
+        return new
+
+    async def wait_idle(self) -> None:
+        """Return once no job is running in this executor."""
+        await self._idle.wait()
+
+    def release_unfinished(self) -> list[QueuedJob]:
+        """Put every job still running back to pending (attempt not counted); returns them.
+
+        Called by the worker after the executor stopped; safe to call more than once.
+        """
+        released = list(self.running.values())
+        self.running.clear()
+        self._idle.set()
+        for job in released:
+            self.worker.queue_update_nowait(dataclasses.replace(job, state=QueuedJob.State.PENDING))
+        return released

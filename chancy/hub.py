@@ -1,0 +1,74 @@
+"""The worker's event hub: cluster notifications and local telemetry, for actors and plugins."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from chancy.actors.messages import HubEvent
+
+Handler = Callable[[HubEvent], None]
+
+
+class Hub:
+    """Publishes `HubEvent`s to handlers (called at once, must not block) and subscribers.
+
+    `on(kind, handler)` registers a synchronous handler for one kind (or every kind with
+    `"*"`); `subscribe()` gives a memory object stream of events (events are dropped, with a
+    warning, for a subscriber that falls more than `max_buffer` behind).
+    """
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self.log = log or logging.getLogger("chancy.hub")
+        self._handlers: dict[str, list[Handler]] = {}
+        self._streams: list[MemoryObjectSendStream[HubEvent]] = []
+
+    def on(self, kind: str, handler: Handler) -> Callable[[], None]:
+        """Call `handler(event)` for each event of `kind`; returns a function that unregisters."""
+        self._handlers.setdefault(kind, []).append(handler)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._handlers.get(kind, []).remove(handler)
+
+        return off
+
+    @contextlib.contextmanager
+    def subscribe(self, max_buffer: int = 1000) -> Iterator[MemoryObjectReceiveStream[HubEvent]]:
+        """A stream of every event emitted while the context is open."""
+        send, receive = anyio.create_memory_object_stream[HubEvent](max_buffer)
+        self._streams.append(send)
+        try:
+            yield receive
+        finally:
+            self._streams.remove(send)
+            send.close()
+            receive.close()
+
+    def has_listeners(self, kind: str) -> bool:
+        return bool(self._streams or self._handlers.get(kind) or self._handlers.get("*"))
+
+    def emit(self, kind: str, **body: Any) -> None:
+        """Publish an event; never blocks and never raises (a failing handler is logged)."""
+        handlers = self._handlers.get(kind)
+        everyone = self._handlers.get("*")
+        if not (handlers or everyone or self._streams):
+            return
+        event = HubEvent(kind, body)
+        for handler in [*(handlers or ()), *(everyone or ())]:
+            try:
+                handler(event)
+            except Exception:
+                self.log.exception("hub handler %r failed on %s", handler, kind)
+        for stream in self._streams:
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                self.log.warning("hub subscriber is behind; dropped a %s event", kind)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
