@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -436,6 +438,45 @@ def test_migrate_job(manifests: dict[str, dict[str, Any]]) -> None:
     assert set(re.findall(r"\$\((\w+)\)", " ".join(argv))) <= names
     deploy_image = manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert container["image"] == deploy_image, "migrate with the image you roll out"
+
+
+def _console_script(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install -e .)")
+    return found
+
+
+def test_migrate_job_command_migrates(
+    manifests: dict[str, dict[str, Any]], dsn: str, prefix: str, tmp_path: Path
+) -> None:
+    """Run the migrate Job's command as Kubernetes would, against a real database."""
+    module = f"deploy_app_{prefix.strip('_')}"
+    (tmp_path / f"{module}.py").write_text(
+        "import os\n"
+        "from chancy import Chancy\n"
+        'chancy = Chancy(os.environ["CHANCY_DSN"], prefix=os.environ["TEST_PREFIX"], plugins=[])\n'
+    )
+    (container,) = manifests["Job"]["spec"]["template"]["spec"]["containers"]
+    env = {v["name"]: v.get("value", "") for v in container["env"]}
+    env |= {"CHANCY_APP": f"{module}:chancy", "CHANCY_DSN": dsn, "TEST_PREFIX": prefix}
+    env |= {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    argv = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    chancy_cli = _console_script(container["command"][0])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [chancy_cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    check = ["--app", env["CHANCY_APP"], "misc", "check-schema"]
+    assert run(*check).returncode == 1, "a fresh prefix needs migrating"
+    migrated = run(*argv)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert run(*argv).returncode == 0, "migrating twice is harmless"
+    after = run(*check)
+    assert after.returncode == 0, after.stdout + after.stderr
 
 
 def test_manifests_match_the_kubernetes_schemas() -> None:
