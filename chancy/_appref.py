@@ -14,11 +14,11 @@ class AppRefError(ValueError):
 
 
 def load_app(spec: str | None) -> Chancy:
-    """Import `module:attribute`; the attribute is a `Chancy` or a callable returning one."""
+    """Import `module:attribute` (or `module.attribute`); the attribute is a `Chancy` or a callable returning one."""
     spec = spec or os.environ.get("CHANCY_APP")
     if not spec:
         raise AppRefError("no app given: pass --app module:attribute (or set CHANCY_APP)")
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
     if not sep or not module_name or not attr:
         raise AppRefError(
             f"--app {spec!r}: expected module:attribute, e.g. myproject.worker:chancy"

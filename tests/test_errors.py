@@ -76,3 +76,17 @@ def test_two_processes_migrating_at_once(dsn: str, prefix: str) -> None:
     assert all(code == 0 for code, _ in results), results
     migrated = sum("migrated core from version 0 to 2" in err for _, err in results)
     assert migrated == 1, results
+
+
+def test_embedded_server_when_no_dsn(tmp_path, monkeypatch, caplog) -> None:
+    from chancy.embedded import default_dsn, embedded_dsn
+
+    monkeypatch.setenv("CHANCY_DSN", "postgresql://example.invalid/db")
+    assert default_dsn() == "postgresql://example.invalid/db"
+    caplog.set_level("INFO", logger="chancy")
+    dsn = embedded_dsn(tmp_path / "pg", keep_running=False)
+    assert str(tmp_path / "pg") in caplog.text
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
