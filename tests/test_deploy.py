@@ -7,6 +7,7 @@ on the machine (``systemd-analyze``), it verifies the unit too.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +269,60 @@ def test_containerfile_installs_checkout(containerfile: list[tuple[str, str]]) -
     assert needed <= copied, f"missing from COPY: {needed - copied}"
     scripts = project["project"]["scripts"]
     assert "chancy-supervisor" in scripts and "chancy" in scripts
+
+
+_LOADED_CHANCY_MODULES = """
+import importlib, json, sys
+for target in sys.argv[1:]:
+    importlib.import_module(target.partition(":")[0])
+print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()
+                        if n.split(".")[0] == "chancy" and getattr(m, "__file__", None))))
+"""
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_pip_install_pulls_in_what_the_entry_points_import() -> None:
+    """The image gets only the declared dependencies (``pip install .``): every third-party
+    module that the console scripts' code imports at module level must come from one of them
+    (or from an extra requested in the dependency list, like ``psycopg[pool]``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared: set[str] = set()
+    for requirement in project["dependencies"]:
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?", requirement)
+        assert match, requirement
+        name = _norm(match.group(1))
+        extras = [e.strip() for e in (match.group(2) or "").split(",") if e.strip()]
+        declared.add(name)
+        for sub in metadata.requires(name) or []:
+            dist, _, marker = sub.partition(";")
+            if any(re.search(rf"extra\s*==\s*['\"]{e}['\"]", marker) for e in extras):
+                declared.add(_norm(re.split(r"[\s\[<>=!~;(]", dist.strip())[0]))
+    loaded = subprocess.run(
+        [sys.executable, "-c", _LOADED_CHANCY_MODULES, *project["scripts"].values()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    provided_by = metadata.packages_distributions()
+    undeclared: dict[str, str] = {}
+    for file in json.loads(loaded.stdout):
+        for node in ast.parse(Path(file).read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in (n.split(".")[0] for n in names):
+                if top in sys.stdlib_module_names or top in ("chancy", "__future__"):
+                    continue
+                if not {_norm(d) for d in provided_by.get(top, [])} & declared:
+                    undeclared[top] = Path(file).name
+    assert not undeclared, f"imported but not in [project].dependencies: {undeclared}"
 
 
 def test_containerfile_entrypoint_and_healthcheck(containerfile: list[tuple[str, str]]) -> None:
