@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -83,13 +84,17 @@ _QUEUE_COLUMNS = (
 
 
 class _PushPlan:
-    """One batch of jobs checked and laid out as column arrays for a single INSERT."""
+    """One batch of jobs, checked and encoded as a single JSON document for one INSERT.
+
+    Sending the batch as one JSON text (decoded by `jsonb_to_recordset` in the server) is several
+    times faster than adapting ten parameter arrays value by value on the client.
+    """
 
     def __init__(self, jobs: Sequence[Job | Any], offset: int = 0) -> None:
-        columns: list[list[Any]] = [[] for _ in range(10)]
+        rows: list[dict[str, Any]] = []
         self.ids: list[str] = []
         self.unique_keys: list[str | None] = []
-        queues: set[str] = set()
+        self.queue_of: list[str] = []
         for index, item in enumerate(jobs, start=offset):
             job = item if isinstance(item, Job) else getattr(item, "job", None)
             if not isinstance(job, Job):
@@ -97,16 +102,30 @@ class _PushPlan:
                     f"job {index}: expected a Job or an @job function, got {item!r}"
                 )
             row = self._row(index, job)
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-            self.ids.append(str(row[0]))
+            rows.append(row)
+            self.ids.append(row["id"])
             self.unique_keys.append(job.unique_key)
-            queues.add(job.queue)
-        self.columns = columns
-        self.queues = sorted(queues)
+            self.queue_of.append(job.queue)
+        try:
+            self.document = dumps(rows)
+        except (TypeError, ValueError):
+            self.document = ""
+            for index, row in enumerate(rows, start=offset):
+                self._check_json(index, row)
+        self.queues = sorted(set(self.queue_of))
 
     @staticmethod
-    def _row(index: int, job: Job) -> tuple:
+    def _check_json(index: int, row: dict[str, Any]) -> None:
+        for field in ("kwargs", "meta"):
+            try:
+                dumps(row[field])
+            except (TypeError, ValueError) as exc:
+                raise InvalidJobError(
+                    f"job {index} ({row['func']}): {field}: not JSON-serialisable: {exc}"
+                ) from None
+
+    @staticmethod
+    def _row(index: int, job: Job) -> dict[str, Any]:
         def bad(field: str, why: str) -> InvalidJobError:
             return InvalidJobError(f"job {index} ({job.func}): {field}: {why}")
 
@@ -120,32 +139,27 @@ class _PushPlan:
             raise bad("max_attempts", "must be at least 1")
         if job.unique_key is not None and not isinstance(job.unique_key, str):
             raise bad("unique_key", "expected a string or None")
-        try:
-            kwargs = dumps(job.kwargs) if job.kwargs else "{}"
-        except (TypeError, ValueError) as exc:
-            raise bad("kwargs", f"not JSON-serialisable: {exc}") from None
         if job.kwargs is not None and not isinstance(job.kwargs, dict):
             raise bad("kwargs", "expected a dict of keyword arguments")
-        try:
-            meta = dumps(job.meta) if job.meta else "{}"
-        except (TypeError, ValueError) as exc:
-            raise bad("meta", f"not JSON-serialisable: {exc}") from None
-        limits = dumps([limit.serialize() for limit in job.limits]) if job.limits else "[]"
-        return (
-            uuid7(),
-            job.queue,
-            job.func,
-            kwargs,
-            job.priority,
-            job.max_attempts,
-            job.scheduled_at,
-            limits,
-            job.unique_key,
-            meta,
-        )
+        if not isinstance(job.meta, dict):
+            raise bad("meta", "expected a dict")
+        if not isinstance(job.scheduled_at, datetime):
+            raise bad("scheduled_at", "expected a datetime")
+        return {
+            "id": str(uuid7()),
+            "queue": job.queue,
+            "func": job.func,
+            "kwargs": job.kwargs or {},
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "scheduled_at": job.scheduled_at.isoformat(),
+            "limits": [limit.serialize() for limit in job.limits],
+            "unique_key": job.unique_key,
+            "meta": job.meta,
+        }
 
     def params(self, tables: Tables, notify: bool) -> tuple[sql.Composed, list[Any]]:
-        params: list[Any] = list(self.columns)
+        params: list[Any] = [self.document]
         if notify:
             params += [tables.channel, event("pushed", q=self.queues)]
         return _insert_query(tables, notify), params
@@ -163,7 +177,7 @@ class _PushPlan:
 
 
 def _insert_query(tables: Tables, notify: bool) -> sql.Composed:
-    # One statement per batch: the rows arrive as column arrays; nothing is inserted when any
+    # One statement per batch: the rows arrive as one JSON document; nothing is inserted when any
     # job names an undeclared queue; duplicates of an unfinished unique_key are skipped (their
     # existing job is looked up afterwards); and the push notice is sent in the same statement.
     notice = (
@@ -174,11 +188,10 @@ def _insert_query(tables: Tables, notify: bool) -> sql.Composed:
     return tables.q(
         """
         WITH input AS (
-            SELECT * FROM unnest(
-                %s::uuid[], %s::text[], %s::text[], %s::jsonb[], %s::integer[],
-                %s::integer[], %s::timestamptz[], %s::jsonb[], %s::text[], %s::jsonb[]
-            ) AS u(id, queue, func, kwargs, priority, max_attempts, scheduled_at, limits,
-                   unique_key, meta)
+            SELECT * FROM jsonb_to_recordset(%s::jsonb) AS u(
+                id uuid, queue text, func text, kwargs jsonb, priority integer,
+                max_attempts integer, scheduled_at timestamptz, limits jsonb, unique_key text,
+                meta jsonb)
         ), missing AS (
             SELECT DISTINCT i.queue FROM input i
             WHERE NOT EXISTS (SELECT 1 FROM {queues} q WHERE q.name = i.queue)
@@ -203,7 +216,7 @@ def _insert_query(tables: Tables, notify: bool) -> sql.Composed:
 def _inserted(plan: _PushPlan, rows: list[tuple], offset: int) -> set[str]:
     missing = sorted(value for kind, value in rows if kind == "missing")
     if missing:
-        index = offset + next(i for i, col in enumerate(plan.columns[1]) if col in missing)
+        index = offset + next(i for i, queue in enumerate(plan.queue_of) if queue in missing)
         raise UnknownQueueError(
             f"job {index}: unknown queue {missing[0]!r}: declare it first with "
             f"chancy.declare(Queue({missing[0]!r})); nothing of this batch was pushed"
