@@ -2,12 +2,18 @@
 
 A plugin has a unique `identifier`, may depend on other plugins (by identifier), runs on every
 worker or only on the leader (`leader_only`), may own tables (`migrations()`, migrated by
-`Chancy.migrate()` and counted by `Chancy.is_up_to_date()`), and may change a job as it starts
-and as it completes (`on_job_starting`, `on_job_completed`).
+`Chancy.migrate()` as the component ``plugin:<identifier>`` and counted by
+`Chancy.is_up_to_date()`), and may change a job as it starts and as it completes
+(`on_job_starting`, `on_job_completed`). Pruning calls every plugin's `cleanup()`.
+
+The worker starts each plugin's `run()` in its task group. A leader-only plugin's actor does its
+work only while `worker.is_leader` is set; `leader_passes()` is the loop they share.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -23,9 +29,15 @@ if TYPE_CHECKING:
 class Plugin:
     """Base class of plugins. Subclasses set `identifier` and override what they need."""
 
+    #: A name unique among an app's plugins; also names the plugin's migration component.
     identifier: ClassVar[str] = ""
+    #: Identifiers of plugins that must be in the same app's plugin list.
     dependencies: ClassVar[tuple[str, ...]] = ()
+    #: Whether the plugin's work happens only on the cluster's leader.
     leader_only: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.identifier!r}>"
 
     def migrations(self) -> list[Migration]:
         """The plugin's schema migrations, numbered from 1 (none by default)."""
@@ -71,3 +83,46 @@ def check_plugins(plugins: list[Plugin]) -> list[Plugin]:
                 "which is not in the plugin list"
             )
     return plugins
+
+
+# -- helpers shared by the built-in plugins ----------------------------------------------------
+
+
+def check_seconds(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """`value` as seconds, or a `ValueError` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}: expected seconds {'>=' if allow_zero else '>'} 0, got {value}")
+    return float(value)
+
+
+def worker_identity(worker: Worker) -> tuple[str, str]:
+    """The worker's `(worker_id, incarnation)`: a restarted worker keeps its id, not this nonce."""
+    return worker.worker_id, str(worker.incarnation)
+
+
+def is_leader(worker: Worker) -> bool:
+    """Whether `worker.is_leader` is set."""
+    return bool(worker.is_leader.is_set())
+
+
+def emit(worker: Worker, event: str, **data: Any) -> None:
+    """Send a local event on the worker's hub (a no-op for a worker without one)."""
+    hub = getattr(worker, "hub", None)
+    if hub is not None:
+        hub.emit(event, data)
+
+
+async def leader_passes(worker: Worker, interval: float) -> AsyncIterator[None]:
+    """Yield once every `interval` seconds while the worker leads (first pass at once).
+
+    While it does not lead, checks again every `min(interval, 1)` seconds, so a worker that
+    becomes the leader starts the leader's work promptly.
+    """
+    while True:
+        if is_leader(worker):
+            yield
+            await anyio.sleep(interval)
+        else:
+            await anyio.sleep(min(interval, 1.0))

@@ -1,0 +1,145 @@
+"""Recovery: the leader rescues jobs left RUNNING by workers that died.
+
+A job is held by the incarnation of a worker (`taken_by` is ``"<worker_id>:<incarnation>"``). It
+is abandoned when no worker row with that identity has an unexpired heartbeat: the worker
+stopped heartbeating, or its row was already pruned, or it restarted under the same
+`worker_id` (a new incarnation, so the old one's jobs no longer match). Abandoned jobs become
+RETRYING (runnable at once, `taken_by` cleared) when they have attempts left, else FAILED; an
+error entry records the lost attempt (the attempt was counted when the job was claimed).
+
+Every change is guarded by the state and the holder seen when the row was locked, so a job that
+completed meanwhile is never overwritten; rows another transaction holds (a completion being
+written) are skipped and looked at again next pass. Jobs claimed less than `grace` seconds ago
+are left alone, so a worker is never judged by a heartbeat it has not had time to write.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from chancy._sql import event
+from chancy.plugin import Plugin, check_seconds, emit, leader_passes
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+    from chancy.worker import Worker
+
+
+def _rescue_query(chancy: Chancy) -> Any:
+    return chancy.tables.q(
+        """
+        WITH lost AS (
+            SELECT j.id, j.taken_by FROM {jobs} j
+            WHERE j.state = 'running'
+              AND j.started_at < now() - make_interval(secs => %(grace)s)
+              AND NOT EXISTS (
+                  SELECT 1 FROM {workers} w
+                  WHERE w.worker_id || ':' || w.incarnation = j.taken_by
+                    AND w.expires_at > now()
+              )
+            ORDER BY j.id
+            LIMIT %(limit)s
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        UPDATE {jobs} AS j SET
+            state = CASE
+                WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN 'failed'
+                ELSE 'retrying' END,
+            completed_at = CASE
+                WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
+            scheduled_at = CASE
+                WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN j.scheduled_at
+                ELSE now() END,
+            taken_by = NULL,
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempts,
+                'traceback', 'job lost: its worker ' || coalesce(j.taken_by, '(unknown)')
+                    || ' stopped heartbeating while the job was running'
+            ))
+        FROM lost
+        WHERE j.id = lost.id AND j.state = 'running'
+          AND j.taken_by IS NOT DISTINCT FROM lost.taken_by
+        RETURNING j.id::text, j.queue, j.state
+        """
+    )
+
+
+async def rescue_jobs(chancy: Chancy, *, grace: float = 10, batch_size: int = 1000) -> list[tuple]:
+    """Rescue up to `batch_size` abandoned jobs; returns (id, queue, new_state) of each.
+
+    Sends a push notice for the queues that got runnable jobs back and a notice naming every
+    rescued job (so `wait_for_job` sees failed ones at once).
+    """
+    async with chancy.db.connection() as conn, conn.transaction():
+        rows = await conn.fetchall(
+            _rescue_query(chancy), {"grace": float(grace), "limit": int(batch_size)}
+        )
+        if rows and chancy.notifications:
+            runnable = sorted({queue for _, queue, state in rows if state == "retrying"})
+            if runnable:
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (chancy.tables.channel, event("pushed", q=runnable)),
+                )
+            for start in range(0, len(rows), 150):
+                ids = [id_ for id_, _, _ in rows[start : start + 150]]
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (chancy.tables.channel, event("job.rescued", ids=ids)),
+                )
+    return [tuple(row) for row in rows]
+
+
+class Recovery(Plugin):
+    """On the leader, every `poll_interval` seconds, rescues jobs of dead workers.
+
+    :param poll_interval: seconds between passes.
+    :param grace: jobs claimed less than this many seconds ago are never rescued.
+    :param batch_size: most jobs changed in one transaction (passes repeat until done).
+    """
+
+    identifier = "recovery"
+    dependencies = ("leadership",)
+    leader_only = True
+
+    def __init__(
+        self, *, poll_interval: float = 30, grace: float = 10, batch_size: int = 1000
+    ) -> None:
+        self.poll_interval = check_seconds("poll_interval", poll_interval)
+        self.grace = check_seconds("grace", grace, allow_zero=True)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError("batch_size: expected an integer >= 1")
+        self.batch_size = batch_size
+        #: Jobs rescued by this plugin instance so far (for tests and metrics).
+        self.rescued = 0
+
+    async def rescue(self, chancy: Chancy, worker: Worker | None = None) -> int:
+        """One full pass: rescue batches until none is full; returns the number rescued."""
+        total = 0
+        while True:
+            rows = await rescue_jobs(chancy, grace=self.grace, batch_size=self.batch_size)
+            total += len(rows)
+            if rows:
+                chancy.log.warning(
+                    "recovery: rescued %d job(s) of dead workers: %s",
+                    len(rows),
+                    ", ".join(f"{id_} -> {state}" for id_, _, state in rows[:10]),
+                )
+                if worker is not None:
+                    emit(worker, "recovery.rescued", jobs=[r[0] for r in rows])
+            if len(rows) < self.batch_size:
+                break
+        self.rescued += total
+        return total
+
+    async def run(
+        self, worker: Worker, chancy: Chancy, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        async for _ in leader_passes(worker, self.poll_interval):
+            try:
+                await self.rescue(chancy, worker)
+            except Exception as exc:
+                chancy.log.warning("recovery: pass failed (%s); retrying next pass", exc)

@@ -1,0 +1,30 @@
+"""Job functions pushed by the plugin tests; importable by workers in other processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def noop() -> None:
+    return None
+
+
+def record(path: str) -> None:
+    """Append this process's pid to `path`."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def slow_first(path: str, seconds: float = 60) -> None:
+    """Record the run; the first run (empty file before) then blocks for `seconds`."""
+    first = not os.path.exists(path) or os.path.getsize(path) == 0
+    record(path)
+    if first:
+        time.sleep(seconds)
+
+
+def fail(path: str) -> None:
+    """Record the run, then raise."""
+    record(path)
+    raise RuntimeError("planned failure")
