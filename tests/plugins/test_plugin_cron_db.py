@@ -78,13 +78,13 @@ async def test_a_due_schedule_fires_once_across_concurrent_workers(make_app) -> 
         await make_due(app, "yearly")
         fired: list = []
 
-        async def fire() -> None:
+        async def fire(into: list) -> None:
             got, _ = await fire_due(app)
-            fired.extend(got)
+            into.extend(got)
 
         async with anyio.create_task_group() as tg:
             for _ in range(5):
-                tg.start_soon(fire)
+                tg.start_soon(fire, fired)
         assert len(fired) == 1
         assert await count_jobs(app) == round_ + 1
         # Finishing the job at once must not let the same tick fire again.

@@ -45,13 +45,13 @@ async def test_exactly_one_of_many_concurrent_candidates_wins(make_app) -> None:
     for _round in range(3):
         winners: list[str] = []
 
-        async def candidate(name: str) -> None:
+        async def candidate(name: str, into: list[str]) -> None:
             if await try_acquire(app, name, "x", 30):
-                winners.append(name)
+                into.append(name)
 
         async with anyio.create_task_group() as tg:
             for i in range(8):
-                tg.start_soon(candidate, f"w{i}")
+                tg.start_soon(candidate, f"w{i}", winners)
         assert len(winners) == 1
         leader = await current_leader(app)
         assert leader is not None and leader["worker_id"] == winners[0]
