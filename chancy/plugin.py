@@ -111,7 +111,7 @@ def emit(worker: Worker, event: str, **data: Any) -> None:
     """Send a local event on the worker's hub (a no-op for a worker without one)."""
     hub = getattr(worker, "hub", None)
     if hub is not None:
-        hub.emit(event, data)
+        hub.emit(event, **data)
 
 
 async def leader_passes(worker: Worker, interval: float) -> AsyncIterator[None]:

@@ -69,8 +69,8 @@ def _rescue_query(chancy: Chancy) -> Any:
 async def rescue_jobs(chancy: Chancy, *, grace: float = 10, batch_size: int = 1000) -> list[tuple]:
     """Rescue up to `batch_size` abandoned jobs; returns (id, queue, new_state) of each.
 
-    Sends a push notice for the queues that got runnable jobs back and a notice naming every
-    rescued job (so `wait_for_job` sees failed ones at once).
+    Sends a push notice for the queues that got runnable jobs back, and a ``job.done`` notice
+    naming the jobs that failed (so `wait_for_job` returns at once).
     """
     async with chancy.db.connection() as conn, conn.transaction():
         rows = await conn.fetchall(
@@ -83,11 +83,11 @@ async def rescue_jobs(chancy: Chancy, *, grace: float = 10, batch_size: int = 10
                     "SELECT pg_notify(%s, %s)",
                     (chancy.tables.channel, event("pushed", q=runnable)),
                 )
-            for start in range(0, len(rows), 150):
-                ids = [id_ for id_, _, _ in rows[start : start + 150]]
+            failed = [id_ for id_, _, state in rows if state == "failed"]
+            for start in range(0, len(failed), 150):
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)",
-                    (chancy.tables.channel, event("job.rescued", ids=ids)),
+                    (chancy.tables.channel, event("job.done", ids=failed[start : start + 150])),
                 )
     return [tuple(row) for row in rows]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -16,6 +16,8 @@ HERE = Path(__file__).parent
 # Job modules of these tests (pjobs.py) must import in workers and their subprocesses.
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+from plugin_helpers import WorkerProcs  # noqa: E402
 
 
 @pytest.fixture
@@ -36,3 +38,13 @@ async def make_app(dsn: str, prefix: str) -> AsyncIterator[Callable[..., object]
             return app
 
         yield make
+
+
+@pytest.fixture
+def procs(dsn: str, prefix: str, anyio_backend: str) -> Iterator[WorkerProcs]:
+    """Worker subprocesses on the test's prefix and backend, stopped after the test."""
+    group = WorkerProcs(dsn, prefix, anyio_backend)
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -28,3 +28,16 @@ def fail(path: str) -> None:
     """Record the run, then raise."""
     record(path)
     raise RuntimeError("planned failure")
+
+
+async def fail_timed(path: str) -> None:
+    """Record the wall-clock time of this run, then raise."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise RuntimeError("planned failure")
+
+
+async def sleep_forever() -> None:
+    import anyio
+
+    await anyio.sleep_forever()

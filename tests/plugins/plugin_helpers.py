@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
+
 from chancy import Chancy, Job, Queue
+
+WORKER_SCRIPT = Path(__file__).parent / "plugin_worker.py"
 
 
 async def add_worker(app: Chancy, worker_id: str, incarnation: str, *, alive: bool) -> None:
@@ -86,3 +97,82 @@ async def count_jobs(app: Chancy, where: str = "true", params: tuple = ()) -> in
         )
     assert row is not None
     return int(row[0])
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.05
+) -> Any:
+    """Await `check()` until it returns something truthy (returned), failing after `timeout`."""
+    with anyio.fail_after(timeout):
+        while True:
+            result = await check()
+            if result:
+                return result
+            await anyio.sleep(interval)
+
+
+class WorkerProcs:
+    """Worker subprocesses (plugin_worker.py) for one test; all are stopped at the end."""
+
+    def __init__(self, dsn: str, prefix: str, backend: str) -> None:
+        self.dsn = dsn
+        self.prefix = prefix
+        self.backend = backend
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, worker_id: str, plugins: dict[str, dict], **worker: Any) -> int:
+        config = {
+            "dsn": self.dsn,
+            "prefix": self.prefix,
+            "worker_id": worker_id,
+            "backend": self.backend,
+            "plugins": plugins,
+            "worker": {"register_signal_handlers": True, **worker},
+        }
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT), json.dumps(config)],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs[worker_id] = proc
+        return proc.pid
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL the worker: no cleanup of any kind runs."""
+        proc = self.procs[worker_id]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def alive(self, worker_id: str) -> bool:
+        return self.procs[worker_id].poll() is None
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+async def live_workers(app: Chancy) -> dict[str, str]:
+    """{worker_id: taken_by identity} of workers with a fresh heartbeat."""
+    async with app.db.connection() as conn:
+        rows = await conn.fetchall(
+            app.tables.q(
+                "SELECT worker_id, worker_id || ':' || incarnation FROM {workers}"
+                " WHERE expires_at > now()"
+            )
+        )
+    return dict(rows)
+
+
+async def leader_id(app: Chancy) -> str | None:
+    async with app.db.connection() as conn:
+        row = await conn.fetchone(
+            app.tables.q("SELECT worker_id FROM {leader} WHERE expires_at > now()")
+        )
+    return row[0] if row else None

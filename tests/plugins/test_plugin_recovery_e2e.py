@@ -1,0 +1,107 @@
+"""Recovery with real worker processes: a job of a SIGKILLed worker runs again exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from plugin_helpers import eventually, job_row, live_workers
+
+from chancy import Chancy, Job, Queue
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"heartbeat_poll_interval": 0.3, "heartbeat_timeout": 2}
+PLUGINS = {
+    "leadership": {"poll_interval": 0.3, "timeout": 2},
+    "recovery": {"poll_interval": 0.3, "grace": 0},
+}
+
+
+def runs(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def test_job_of_a_killed_worker_runs_again_once_on_the_survivor(
+    procs, make_app, tmp_path: Path
+) -> None:
+    app: Chancy = await make_app()
+    await app.declare(Queue("work", concurrency=2, executor=Chancy.Executor.Threaded))
+    marker = tmp_path / "runs"
+    first_pid = procs.start("doomed", PLUGINS, **FAST)
+    await eventually(lambda: live_workers(app), timeout=20)
+    ref = await app.push(
+        Job(func="pjobs.slow_first", queue="work", kwargs={"path": str(marker)}, max_attempts=3)
+    )
+
+    async def started() -> bool:
+        return runs(marker) == [str(first_pid)]
+
+    await eventually(started, timeout=20)
+    holder = (await live_workers(app))["doomed"]
+    row = await job_row(app, ref.identifier)
+    assert row is not None and (row["state"], row["taken_by"]) == ("running", holder)
+
+    survivor_pid = procs.start("survivor", PLUGINS, **FAST)
+    await eventually(lambda: _has(app, "survivor"), timeout=20)
+    procs.kill("doomed")
+
+    job = await app.wait_for_job(ref, timeout=30)
+    assert job is not None
+    assert job.state == job.State.SUCCEEDED
+    assert job.attempts == 2
+    assert len(job.errors) == 1 and "stopped heartbeating" in job.errors[0]["traceback"]
+    assert runs(marker) == [str(first_pid), str(survivor_pid)]
+    # Nothing runs it a third time.
+    await anyio.sleep(1)
+    assert runs(marker) == [str(first_pid), str(survivor_pid)]
+
+
+async def test_restarted_worker_with_the_same_id_gets_its_lost_job_back(
+    procs, make_app, tmp_path: Path
+) -> None:
+    app: Chancy = await make_app()
+    await app.declare(Queue("work", concurrency=1, executor=Chancy.Executor.Threaded))
+    marker = tmp_path / "runs"
+    first_pid = procs.start("same", PLUGINS, **FAST)
+    await eventually(lambda: live_workers(app), timeout=20)
+    ref = await app.push(
+        Job(func="pjobs.slow_first", queue="work", kwargs={"path": str(marker)}, max_attempts=2)
+    )
+    await eventually(lambda: _ran(marker, 1), timeout=20)
+    old_identity = (await live_workers(app))["same"]
+    procs.kill("same")
+    # Restarted at once, under the same id: a new incarnation whose heartbeat is fresh.
+    second_pid = procs.start("same", PLUGINS, **FAST)
+    job = await app.wait_for_job(ref, timeout=30)
+    assert job is not None and job.state == job.State.SUCCEEDED and job.attempts == 2
+    assert runs(marker) == [str(first_pid), str(second_pid)]
+    assert (await live_workers(app))["same"] != old_identity
+
+
+async def test_out_of_attempts_the_lost_job_fails(procs, make_app, tmp_path: Path) -> None:
+    app: Chancy = await make_app()
+    await app.declare(Queue("work", concurrency=1, executor=Chancy.Executor.Threaded))
+    marker = tmp_path / "runs"
+    procs.start("doomed", PLUGINS, **FAST)
+    await eventually(lambda: live_workers(app), timeout=20)
+    ref = await app.push(
+        Job(func="pjobs.slow_first", queue="work", kwargs={"path": str(marker)}, max_attempts=1)
+    )
+    await eventually(lambda: _ran(marker, 1), timeout=20)
+    procs.start("survivor", PLUGINS, **FAST)
+    await eventually(lambda: _has(app, "survivor"), timeout=20)
+    procs.kill("doomed")
+    job = await app.wait_for_job(ref, timeout=30)
+    assert job is not None and job.state == job.State.FAILED and job.attempts == 1
+    assert job.completed_at is not None
+    assert len(runs(marker)) == 1
+
+
+async def _has(app: Chancy, worker_id: str) -> bool:
+    return worker_id in await live_workers(app)
+
+
+async def _ran(path: Path, times: int) -> bool:
+    return len(runs(path)) >= times
