@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from chancy.job import QueuedJob
+
 MiB = 1024 * 1024
 
 
@@ -44,14 +46,25 @@ def pid() -> None:
     """Report nothing; the outcome carries the child's pid."""
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _allocate(total_mib: int, marker: str | None = None, limit_mib: int | None = None) -> None:
+    """Allocate (and touch) *total_mib* in 5 MiB steps, then hold it.
+
+    With *marker*, write ``time.time()`` there the moment this process's own RSS first
+    exceeds *limit_mib* (used to measure how fast the supervisor reacts).
+    """
     chunks = []
-    for i in range(total_mib // 10):
-        chunks.append(b"\x01" * (10 * MiB))  # touched pages: they count in RSS
-        if marker and limit_mib and (i + 1) * 10 >= limit_mib + 25:
-            # Crossed the limit for sure (interpreter + data): record when.
-            if not Path(marker).exists():
-                Path(marker).write_text(repr(time.time()))
+    crossed = False
+    for _ in range(total_mib // 5):
+        chunks.append(b"\x01" * (5 * MiB))  # touched pages: they count in RSS
+        if marker and limit_mib and not crossed and _rss() > limit_mib * MiB:
+            crossed = True
+            with open(marker, "w") as f:
+                f.write(repr(time.time()))
     time.sleep(30)
 
 
@@ -59,11 +72,13 @@ def allocate(total_mib: int = 600, marker: str | None = None, limit_mib: int | N
     _allocate(total_mib, marker, limit_mib)
 
 
-def fork_and_allocate(total_mib: int = 600) -> None:
-    """A grandchild allocates; the child itself stays small."""
+def fork_and_allocate(total_mib: int = 600, pid_file: str | None = None) -> None:
+    """A grandchild allocates; the child itself stays small and waits for it."""
     child = os.fork()
     if child == 0:
         try:
+            if pid_file:
+                Path(pid_file).write_text(str(os.getpid()))
             _allocate(total_mib)
         finally:
             os._exit(0)
@@ -126,8 +141,15 @@ def write_oversized_header() -> None:
     time.sleep(5)
 
 
-def set_meta(*, job) -> None:  # annotation resolved by name only when chancy.job exists
-    job.meta["touched"] = True
+def set_meta(*, job: QueuedJob) -> None:
+    """Receives its QueuedJob; what it writes into meta comes back with the outcome."""
+    import resource
+
+    job.meta["touched"] = job.id
+    job.meta["rlimit_cpu"] = list(resource.getrlimit(resource.RLIMIT_CPU))
+    job.meta["rlimit_core"] = list(resource.getrlimit(resource.RLIMIT_CORE))
+    job.meta["sid_is_pid"] = os.getsid(0) == os.getpid()
+    job.meta["fds"] = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
 
 
 def environment(names: list[str]) -> dict[str, str | None]:

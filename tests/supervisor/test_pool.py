@@ -1,0 +1,309 @@
+"""The child pool with real child processes: outcomes, limits, restarts, hygiene."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+from supervisor_helpers import MiB, gone, packed, wait_for_file, wait_gone
+
+from chancy.supervisor import ChildPool, Outcome
+
+pytestmark = pytest.mark.anyio
+
+
+def pool(size: int = 1, **options: object) -> ChildPool:
+    options.setdefault("stop_grace", 0.5)
+    return ChildPool(size, **options)  # type: ignore[arg-type]
+
+
+async def run(p: ChildPool, func: str, *, timeout: float = 20, **kwargs: object) -> Outcome:
+    limits = {k: kwargs.pop(k) for k in ("memory_limit", "time_limit") if k in kwargs}
+    job_id, job = packed(func, **kwargs)
+    with anyio.fail_after(timeout):
+        outcome = await p.run_job(job, job_id=job_id, **limits)  # type: ignore[arg-type]
+    assert outcome.job_id == job_id
+    return outcome
+
+
+# -- one job per outcome ---------------------------------------------------------------
+
+
+async def test_returns_and_the_child_is_reused() -> None:
+    async with pool() as p:
+        first = await run(p, "returns", value=3)
+        second = await run(p, "async_job", value=2)
+    assert first.ok and second.ok
+    assert first.error is None and first.meta == {}
+    assert first.pid == second.pid
+
+
+async def test_raises_error_as_data() -> None:
+    async with pool() as p:
+        outcome = await run(p, "raises", message="boom")
+        failed_async = await run(p, "async_job", value=-1)
+    assert not outcome.ok and outcome.child_exit is None
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == ("ValueError", "boom")
+    assert "in raises" in outcome.error.traceback and "ValueError: boom" in outcome.error_text
+    assert failed_async.error is not None and failed_async.error.type == "ValueError"
+
+
+async def test_sys_exit_is_an_error_and_the_child_survives() -> None:
+    async with pool() as p:
+        outcome = await run(p, "exits", code=3)
+        after = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "SystemExit"
+    assert outcome.error.message == "3" and outcome.child_exit is None
+    assert after.ok and after.pid == outcome.pid
+
+
+@pytest.mark.parametrize(
+    ("func", "exit_text"),
+    [("hard_exit", "exited with code 7"), ("segfault", "killed by signal SIGSEGV")],
+)
+async def test_child_death_fails_the_job_and_is_replaced(func: str, exit_text: str) -> None:
+    async with pool() as p:
+        outcome = await run(p, func)
+        after = await run(p, "returns")
+    assert not outcome.ok and outcome.child_exit == exit_text
+    assert outcome.error is not None and outcome.error.type == "WorkerProcessDied"
+    assert exit_text in outcome.error.message
+    assert after.ok and after.pid != outcome.pid
+    if func == "segfault":  # faulthandler's dump from the child reaches the error
+        assert "segfault" in outcome.error.traceback
+
+
+async def test_sigkill_from_outside(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    async with pool() as p, anyio.create_task_group() as tg:
+        outcomes: list[Outcome] = []
+
+        async def job() -> None:
+            outcomes.append(await run(p, "wait_forever", pid_file=str(pid_file)))
+
+        tg.start_soon(job)
+        pid = int(await wait_for_file(pid_file))
+        os.kill(pid, signal.SIGKILL)
+    [outcome] = outcomes
+    assert outcome.child_exit == "killed by signal SIGKILL" and outcome.pid == pid
+    assert outcome.error is not None and "killed by signal SIGKILL" in outcome.error.message
+
+
+async def test_job_receives_its_queued_job_and_meta_comes_back() -> None:
+    async with pool() as p:
+        job_id, job = packed("set_meta")
+        outcome = await p.run_job(job)  # the job id is read from the packed job
+    assert outcome.ok, outcome.error
+    assert outcome.job_id == job_id
+    assert outcome.meta is not None and outcome.meta["touched"] == job_id
+
+
+# -- limits ----------------------------------------------------------------------------
+
+
+MEMORY_ERROR = re.compile(r"^memory limit exceeded: \d+ MiB > 100 MiB$")
+
+
+async def test_memory_limit_kills_the_child() -> None:
+    async with pool() as p:
+        outcome = await run(p, "allocate", total_mib=600, memory_limit=100 * MiB)
+        after = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+    assert MEMORY_ERROR.match(outcome.error.message), outcome.error.message
+    assert outcome.child_exit == "killed by signal SIGKILL"
+    assert outcome.pid is not None and gone(outcome.pid)
+    assert after.ok and after.pid != outcome.pid
+
+
+async def test_memory_of_a_forked_grandchild_counts(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild"
+    async with pool() as p:
+        outcome = await run(
+            p, "fork_and_allocate", total_mib=600, pid_file=str(pid_file), memory_limit=100 * MiB
+        )
+    assert outcome.error is not None and MEMORY_ERROR.match(outcome.error.message)
+    await wait_gone(int(pid_file.read_text()))
+
+
+async def test_no_limit_no_kill() -> None:
+    async with pool() as p:
+        outcome = await run(p, "returns", memory_limit=1024 * MiB, time_limit=30)
+    assert outcome.ok
+
+
+@pytest.mark.parametrize(
+    "func",
+    ["catch_everything", "ignore_sigterm", "stuck_in_c", "spin_in_c"],
+)
+async def test_time_limit_kills_a_job_that_will_not_stop(func: str) -> None:
+    async with pool(monitor_interval=0.05, stop_grace=0.3) as p:
+        outcome = await run(p, func, time_limit=0.5)
+        after = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    assert outcome.error.message == "time limit exceeded after 0.5 s"
+    assert outcome.child_exit == "killed by signal SIGKILL"
+    assert outcome.pid is not None and gone(outcome.pid)
+    assert after.ok and after.pid != outcome.pid
+
+
+async def test_time_limit_raises_inside_a_cooperative_job() -> None:
+    async with pool() as p:
+        outcome = await run(p, "sleep", seconds=30, time_limit=0.3)
+        after = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    assert outcome.error.message == "time limit exceeded after 0.3 s"
+    assert "time.sleep" in outcome.error.traceback or "in sleep" in outcome.error.traceback
+    assert outcome.child_exit is None  # it stopped by itself
+    assert after.pid != outcome.pid  # but a time-limited child is never reused
+
+
+async def test_time_limit_arms_a_hard_rlimit_cpu() -> None:
+    async with pool() as p:
+        limited = await run(p, "set_meta", time_limit=2)
+        free = await run(p, "set_meta")
+    assert limited.meta is not None and free.meta is not None
+    soft, hard = limited.meta["rlimit_cpu"]
+    assert 2 < soft < 2 * os.cpu_count() + 30 and hard == soft + 1  # type: ignore[operator]
+    assert free.meta["rlimit_cpu"] == [-1, -1]  # a fresh child: no leftover limit
+    assert limited.meta["rlimit_core"] == [0, 0]
+
+
+# -- cancel ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("func", "child_exit"), [("sleep", None), ("catch_everything", "kill")])
+async def test_cancel(func: str, child_exit: str | None) -> None:
+    job_id, job = packed(func, seconds=60) if func == "sleep" else packed(func)
+    outcomes: list[Outcome] = []
+    async with pool(stop_grace=0.3) as p:
+        assert await p.cancel("not-running") is False
+        async with anyio.create_task_group() as tg:
+
+            async def runner() -> None:
+                outcomes.append(await p.run_job(job, job_id=job_id))
+
+            tg.start_soon(runner)
+            with anyio.fail_after(20):
+                while job_id not in p.running_jobs:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # let the job get going
+                assert await p.cancel(job_id)
+        after = await run(p, "returns")
+    [outcome] = outcomes
+    assert outcome.error is not None and outcome.error.type == "JobCancelled"
+    if child_exit is None:
+        assert outcome.child_exit is None and "in sleep" in outcome.error.traceback
+    else:
+        assert outcome.child_exit == "killed by signal SIGKILL"
+    assert after.ok and after.pid != outcome.pid
+
+
+async def test_cancelled_caller_kills_the_child(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    async with pool() as p:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(run, p, "wait_forever", pid_file=str(pid_file)))
+            pid = int(await wait_for_file(pid_file))
+            tg.cancel_scope.cancel()
+        assert gone(pid)
+        assert (await run(p, "returns")).ok
+
+
+# -- restarts, output, garbage ---------------------------------------------------------
+
+
+async def test_restart_after_maximum_jobs() -> None:
+    async with pool(maximum_jobs_per_worker=2) as p:
+        pids = [(await run(p, "returns")).pid for _ in range(6)]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert len({pids[0], pids[2], pids[4]}) == 3
+
+
+async def test_print_does_not_break_the_channel(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chancy.supervisor")
+    async with pool() as p:
+        printed = await run(p, "prints", text="hello from the job")
+        after = await run(p, "returns")
+        with anyio.fail_after(5):
+            while "to stderr" not in caplog.text:
+                await anyio.sleep(0.01)
+    assert printed.ok and after.ok and after.pid == printed.pid
+    assert f"child {printed.pid}: hello from the job" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [("write_garbage", "undecodable"), ("write_oversized_header", "exceeds the maximum")],
+)
+async def test_garbage_on_the_pipe_ends_that_child_only(func: str, message: str) -> None:
+    async with pool(2) as p:
+        async with anyio.create_task_group() as tg:
+            others: list[Outcome] = []
+
+            async def other() -> None:
+                others.append(await run(p, "sleep", seconds=1.0))
+
+            tg.start_soon(other)
+            bad = await run(p, func)
+        after = await run(p, "returns")
+    assert bad.error is not None and bad.error.type == "ProtocolError"
+    assert message in bad.error.message and bad.child_exit is not None
+    assert bad.pid is not None and gone(bad.pid)
+    [other_outcome] = others
+    assert other_outcome.ok and other_outcome.pid != bad.pid
+    assert after.ok
+
+
+# -- initializer, environment, hygiene -------------------------------------------------
+
+
+async def test_initializer_runs_once_per_child(tmp_path: Path) -> None:
+    log = tmp_path / "init.log"
+    options = {"extra_env": {"CHANCY_TEST_INIT_LOG": str(log)}, "maximum_jobs_per_worker": 2}
+    async with pool(initializer="supervisor_jobs:initializer", **options) as p:
+        outcomes = [await run(p, "init_count") for _ in range(4)]
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    runs = log.read_text().split()
+    assert len(runs) == len(set(runs))  # once per child
+    assert {str(o.pid) for o in outcomes} <= set(runs)
+
+
+async def test_failing_initializer_fails_the_job_clearly() -> None:
+    async with pool(initializer="supervisor_jobs.failing_initializer") as p:
+        outcome = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "ChildStartError"
+    assert "initializer exploded" in outcome.error.message
+
+
+async def test_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = ["CHANCY_DSN", "CHANCY_TEST_DSN", "PGPASSWORD", "DATABASE_URL", "MY_API_KEY"]
+    secrets += ["GITHUB_TOKEN", "app_secret", "DB_PASSWORD"]
+    for name in [*secrets, "HARMLESS_SETTING"]:
+        monkeypatch.setenv(name, "value")
+    async with pool() as p:
+        outcome = await run(p, "set_meta")
+        env_outcome = await p.run_job(
+            packed("environment", names=[*secrets, "HARMLESS_SETTING"])[1]
+        )
+    assert env_outcome.ok
+    assert outcome.meta is not None and outcome.meta["sid_is_pid"] is True
+    # stdin, stdout, stderr, the channel and the directory being listed: nothing inherited.
+    assert len(outcome.meta["fds"]) <= 5, outcome.meta["fds"]
+
+
+async def test_environment_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from chancy.supervisor._env import child_environment, is_secret
+
+    for name in ["CHANCY_DSN", "PGHOST", "X_SECRET", "Token", "DATABASE_URL", "ANY_DSN"]:
+        assert is_secret(name), name
+    for name in ["HOME", "PATH", "LANG", "CHANCY_LOG_LEVEL"]:
+        assert not is_secret(name), name
+    env = child_environment(["/a", "", "/b"], base={"PGUSER": "x", "HOME": "/h"})
+    assert env["PYTHONPATH"] == "/a:/b" and env["HOME"] == "/h" and "PGUSER" not in env
