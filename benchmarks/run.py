@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"PostgreSQL {info['server_version']} ({origin}); {runs} runs per figure")
         ctx = Context(dsn=dsn, runs=runs, quick=args.quick, log=log)
         for name in chosen:
-            module = importlib.import_module(WORKLOADS[name])
-            why = getattr(module, "unavailable", lambda: None)()
+            try:
+                module = importlib.import_module(WORKLOADS[name])
+                why = getattr(module, "unavailable", lambda: None)()
+            except ImportError as exc:
+                why = f"cannot import {WORKLOADS[name]}: {exc}"
             if why:
                 skipped[name] = why
                 log(f"[{name}] skipped: {why}")
