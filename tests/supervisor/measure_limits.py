@@ -1,0 +1,57 @@
+"""Measure how fast a memory limit acts: ``python tests/supervisor/measure_limits.py [N]``.
+
+A job allocates in 5 MiB steps and records the moment its own RSS crosses 100 MiB; the
+supervisor records when its monitor saw the crossing and when the whole tree was gone.
+Prints, per backend and interval, crossing->detected and crossing->tree gone (min, median,
+max over N runs). Not a test: figures for the README.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from supervisor_helpers import MiB, packed  # noqa: E402
+
+from chancy.supervisor import ChildPool  # noqa: E402
+
+
+async def measure(runs: int, interval: float) -> tuple[list[float], list[float]]:
+    detect, gone = [], []
+    async with ChildPool(1, monitor_interval=interval) as pool:
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory() as folder:
+                marker = Path(folder) / "crossed"
+                job_id, job = packed("allocate", total_mib=600, marker=str(marker), limit_mib=100)
+                outcome = await pool.run_job(job, memory_limit=100 * MiB)
+                assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+                crossed = float(marker.read_text())
+                assert outcome.limit_detected_at and outcome.tree_gone_at
+                detect.append(outcome.limit_detected_at - crossed)
+                gone.append(outcome.tree_gone_at - crossed)
+    return detect, gone
+
+
+def fmt(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    return f"min {ms[0]:6.1f} ms  median {statistics.median(ms):6.1f} ms  max {ms[-1]:6.1f} ms"
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    for backend in ("asyncio", "trio"):
+        for interval in (0.05, 0.1):
+            detect, gone = anyio.run(measure, runs, interval, backend=backend)
+            print(f"{backend:8} interval {interval * 1000:.0f} ms, {runs} runs")
+            print(f"  crossing -> detected : {fmt(detect)}")
+            print(f"  crossing -> tree gone: {fmt(gone)}")
+
+
+if __name__ == "__main__":
+    main()

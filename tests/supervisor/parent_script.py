@@ -1,0 +1,32 @@
+"""A tiny supervisor for the parent-death test: ``parent_script.py BACKEND FOLDER``.
+
+Starts a pool of two children, writes their pids to FOLDER/children, runs a job that blocks
+forever on one of them, and waits to be killed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from supervisor_helpers import packed  # noqa: E402
+
+from chancy.supervisor import ChildPool  # noqa: E402
+
+
+async def main(folder: Path) -> None:
+    async with ChildPool(2) as pool, anyio.create_task_group() as tg:
+        job_id, job = packed("wait_forever", pid_file=str(folder / "busy"))
+        tg.start_soon(pool.run_job, job)
+        while not (folder / "busy").exists() or len(pool.pids) < 2:
+            await anyio.sleep(0.01)
+        (folder / "children").write_text(" ".join(map(str, pool.pids)))
+        await anyio.sleep_forever()
+
+
+if __name__ == "__main__":
+    anyio.run(main, Path(sys.argv[2]), backend=sys.argv[1])
