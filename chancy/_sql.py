@@ -172,3 +172,126 @@ def fetch_query(tables: Tables) -> sql.Composed:
             sql.SQL("j.{}").format(sql.Identifier(c)) for c in JOB_COLUMNS
         ),
     )
+
+
+# -- the worker's statements (appended by the worker) ----------------------------------------
+
+#: Finished job ids per `job.done` notice (each id is about 40 bytes of the 8000-byte payload).
+DONE_IDS_PER_NOTICE = 150
+
+
+def update_jobs_query(tables: Tables) -> sql.Composed:
+    """Write a batch of job updates in one statement and notify the finished ones.
+
+    Parameters: ids, states, scheduled_at, completed_at, meta, errors, attempts (the attempt
+    each update belongs to), as arrays, then `taken_by` and the channel. Each row is written
+    only while the job is still running, held by this worker, in that attempt; so a late write
+    from a worker presumed dead changes nothing. A 'pending' update puts a job back without
+    counting the attempt. Returns (rows written, notices sent).
+    """
+    return tables.q(
+        """
+        WITH u AS (
+            SELECT * FROM unnest(
+                %s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[],
+                %s::jsonb[], %s::integer[]
+            ) AS u(id, state, scheduled_at, completed_at, meta, errors, attempts)
+        ), upd AS (
+            UPDATE {jobs} AS j SET
+                state = u.state,
+                scheduled_at = u.scheduled_at,
+                completed_at = u.completed_at,
+                meta = u.meta,
+                errors = u.errors,
+                attempts = CASE WHEN u.state = 'pending' THEN j.attempts - 1 ELSE j.attempts END,
+                started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
+                taken_by = NULL
+            FROM u
+            -- coalesce() keeps the planner on the primary key: the (taken_by) index holds
+            -- every version of this worker's rows and is slow to scan once they pile up.
+            WHERE j.id = u.id AND j.state = 'running' AND coalesce(j.taken_by, '') = %s
+              AND j.attempts = u.attempts
+            RETURNING j.id, j.state
+        ), done AS (
+            SELECT id, row_number() OVER () - 1 AS n FROM upd
+            WHERE state IN ('succeeded', 'failed')
+        ), notice AS (
+            SELECT pg_notify(%s, json_build_object('t', 'job.done', 'ids', array_agg(id))::text)
+            FROM done GROUP BY n / {per}
+        )
+        SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notice)
+        """,
+        per=sql.Literal(DONE_IDS_PER_NOTICE),
+    )
+
+
+def release_running_query(tables: Tables) -> sql.Composed:
+    """Put every job %(taken_by)s still holds back to pending, not counting the attempt."""
+    return tables.q(
+        """
+        UPDATE {jobs} SET state = 'pending', attempts = attempts - 1, started_at = NULL,
+            taken_by = NULL
+        WHERE state = 'running' AND taken_by = %(taken_by)s
+        RETURNING id
+        """
+    )
+
+
+def cancel_requested_query(tables: Tables) -> sql.Composed:
+    """Ids of jobs %(taken_by)s runs whose cancellation was asked for."""
+    return tables.q(
+        "SELECT id::text FROM {jobs}"
+        " WHERE state = 'running' AND taken_by = %(taken_by)s AND cancel_requested"
+    )
+
+
+def announce_worker_query(tables: Tables) -> sql.Composed:
+    """Insert or refresh this worker's row; returns whether it was new (inserted)."""
+    return tables.q(
+        """
+        INSERT INTO {workers} (worker_id, incarnation, hostname, pid, tags, queues, started_at,
+                               last_seen, expires_at)
+        VALUES (%(worker_id)s, %(incarnation)s, %(hostname)s, %(pid)s, %(tags)s, %(queues)s,
+                now(), now(), now() + make_interval(secs => %(timeout)s))
+        ON CONFLICT (worker_id) DO UPDATE SET
+            incarnation = EXCLUDED.incarnation, hostname = EXCLUDED.hostname,
+            pid = EXCLUDED.pid, tags = EXCLUDED.tags, queues = EXCLUDED.queues,
+            started_at = CASE WHEN {workers}.incarnation = EXCLUDED.incarnation
+                              THEN {workers}.started_at ELSE now() END,
+            last_seen = now(), expires_at = EXCLUDED.expires_at
+        RETURNING (xmax = 0)
+        """
+    )
+
+
+def expire_workers_query(tables: Tables) -> sql.Composed:
+    """Remove workers whose heartbeat expired; returns their ids."""
+    return tables.q("DELETE FROM {workers} WHERE expires_at < now() RETURNING worker_id")
+
+
+def remove_worker_query(tables: Tables) -> sql.Composed:
+    """Remove this worker's row on a clean exit (only this incarnation's)."""
+    return tables.q(
+        "DELETE FROM {workers} WHERE worker_id = %(worker_id)s AND incarnation = %(incarnation)s"
+    )
+
+
+def rate_limit_window_query(tables: Tables) -> sql.Composed:
+    """Lock %(queue)s's fixed rate-limit window (starting a new one when the current one ended)
+    and return how many jobs it has used; run inside the transaction that claims."""
+    return tables.q(
+        """
+        INSERT INTO {rate_limits} AS r (queue, window_start, used)
+        VALUES (%(queue)s,
+                to_timestamp(floor(extract(epoch FROM now()) / %(window)s) * %(window)s), 0)
+        ON CONFLICT (queue) DO UPDATE SET
+            used = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.used ELSE 0 END,
+            window_start = EXCLUDED.window_start
+        RETURNING used
+        """
+    )
+
+
+def rate_limit_use_query(tables: Tables) -> sql.Composed:
+    """Count %(claimed)s more jobs against %(queue)s's current window."""
+    return tables.q("UPDATE {rate_limits} SET used = used + %(claimed)s WHERE queue = %(queue)s")

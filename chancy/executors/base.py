@@ -260,3 +260,27 @@ class Executor(abc.ABC):
         for job in released:
             self.worker.queue_update_nowait(dataclasses.replace(job, state=QueuedJob.State.PENDING))
         return released
+
+
+def load_executor(worker: Worker, queue: Queue) -> Executor:
+    """Import the queue's executor class and build it with the queue's `executor_options`.
+
+    Raises `ValueError` (with a message naming the queue) when it cannot be loaded.
+    """
+    try:
+        cls = import_function(queue.executor)
+    except Exception as exc:
+        raise ValueError(
+            f"queue {queue.name!r}: cannot load executor {queue.executor!r}: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise ValueError(
+            f"queue {queue.name!r}: {queue.executor!r} is not a chancy.executors.Executor subclass"
+        )
+    try:
+        return cls(worker, queue, **queue.executor_options)
+    except Exception as exc:
+        raise ValueError(
+            f"queue {queue.name!r}: executor {queue.executor!r} rejected its options "
+            f"{queue.executor_options!r}: {exc}"
+        ) from exc

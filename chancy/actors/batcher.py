@@ -1,0 +1,164 @@
+"""The outgoing batcher: writes job updates in batches, one statement and one notice per batch.
+
+`Worker.queue_update` puts a job's new state in the `Outbox`; the batcher takes up to
+`max_outgoing_batch` updates every `send_outgoing_interval` seconds (sooner when a batch fills)
+and writes them with one guarded `UPDATE ... FROM unnest(...)` that also notifies the finished
+job ids, so `Chancy.wait_for_job` wakes at once. A failed write is retried with backoff and
+never dropped; when the batcher is stopped mid-write, the batch goes back to the outbox for the
+worker's final, shielded flush.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from chancy._sql import update_jobs_query
+from chancy.actors.messages import BATCH_WRITTEN, Wakeup
+from chancy.job import QueuedJob
+
+if TYPE_CHECKING:
+    from chancy.worker import Worker
+
+
+class Outbox:
+    """The queue of job updates waiting to be written (`Worker.outgoing`)."""
+
+    def __init__(self, batch_size: int = 1000) -> None:
+        self.batch_size = batch_size
+        self._items: collections.deque[QueuedJob] = collections.deque()
+        self.arrived = Wakeup()
+        self.full = Wakeup()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, job: QueuedJob) -> None:
+        self._items.append(job)
+        size = len(self._items)
+        if size == 1:
+            self.arrived.set()
+        if size >= self.batch_size:
+            self.full.set()
+
+    async def put(self, job: QueuedJob) -> None:
+        self.put_nowait(job)
+
+    def take(self, limit: int) -> list[QueuedJob]:
+        items = self._items
+        count = min(limit, len(items))
+        return [items.popleft() for _ in range(count)]
+
+    def put_back(self, batch: list[QueuedJob]) -> None:
+        """Return a batch that could not be written to the front, keeping its order."""
+        self._items.extendleft(reversed(batch))
+        if self._items:
+            self.arrived.set()
+
+
+def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        log.error(
+            "job %s: its %s cannot be stored as JSON (%s); storing a note", job.id, field, exc
+        )
+        note = f"{field} could not be saved: {exc}"
+        return json.dumps({"chancy_error": note} if field == "meta" else [])
+
+
+def batch_params(worker: Worker, batch: list[QueuedJob]) -> list[Any]:
+    columns: list[list[Any]] = [[], [], [], [], [], [], []]
+    ids, states, scheduled, completed, metas, errors, attempts = columns
+    log = worker.log
+    for job in batch:
+        ids.append(job.id)
+        states.append(job.state.value)
+        scheduled.append(job.scheduled_at)
+        completed.append(job.completed_at)
+        metas.append(_json(job, "meta", job.meta, log) if job.meta else "{}")
+        errors.append(_json(job, "errors", job.errors, log) if job.errors else "[]")
+        attempts.append(job.attempts)
+    return [*columns, worker.taken_by, worker.chancy.tables.channel]
+
+
+class Batcher:
+    """The actor that drains `worker.outgoing` into the database."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.outbox = worker.outgoing
+        self._query = update_jobs_query(worker.chancy.tables)
+        #: Test hook: rows written so far.
+        self.written = 0
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        task_status.started()
+        outbox = self.outbox
+        while True:
+            while outbox.empty():
+                await outbox.arrived.wait()
+            if len(outbox) < outbox.batch_size:
+                await outbox.full.wait(self.worker.send_outgoing_interval)
+            batch = outbox.take(outbox.batch_size)
+            if batch:
+                await self.write(batch)
+
+    async def write(self, batch: list[QueuedJob], *, deadline: float = math.inf) -> bool:
+        """Write `batch`, retrying with backoff until it is written or `deadline` passes.
+
+        Returns False (and puts the batch back) when the deadline passed first.
+        """
+        delay = 0.05
+        params = batch_params(self.worker, batch)
+        try:
+            while True:
+                try:
+                    async with self.worker.chancy.db.connection() as conn:
+                        row = await conn.fetchone(self._query, params)
+                    break
+                except Exception as exc:
+                    if anyio.current_time() + delay > deadline:
+                        self.outbox.put_back(batch)
+                        return False
+                    self.worker.log.warning(
+                        "writing %d job updates failed (%s); retrying in %.2f s",
+                        len(batch),
+                        exc,
+                        delay,
+                    )
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        except BaseException:
+            # Cancelled mid-write: the final flush writes it again (a repeat changes nothing).
+            self.outbox.put_back(batch)
+            raise
+        updated = row[0] if row else 0
+        self.written += updated
+        if updated < len(batch):
+            self.worker.log.debug(
+                "%d of %d job updates were stale (the jobs were no longer held)",
+                len(batch) - updated,
+                len(batch),
+            )
+        self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated)
+        return True
+
+    async def flush(self, *, timeout: float) -> bool:
+        """Write everything in the outbox (call shielded); False if `timeout` ran out."""
+        deadline = anyio.current_time() + timeout
+        while not self.outbox.empty():
+            if not await self.write(self.outbox.take(self.outbox.batch_size), deadline=deadline):
+                return False
+        return True

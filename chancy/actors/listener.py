@@ -1,0 +1,102 @@
+"""The notification listener: LISTENs on the app's channel and turns its events into hub events.
+
+Events on the channel (JSON with the kind under "t"): "pushed" (q: queue names) wakes those
+queues' fetchers; "queue.changed" (q) makes the queue watcher look again; "job.cancelled" (id)
+stops the job if this worker runs it; "job.done" (ids) and "worker.announced" are passed on as
+telemetry. A lost connection is reopened with backoff; after reconnecting, every queue is polled
+once and the queue watcher refreshes, since notifications sent meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from psycopg import sql
+
+from chancy.actors.messages import (
+    JOB_CANCELLED,
+    JOBS_DONE,
+    LISTENER_CONNECTED,
+    QUEUE_CHANGED,
+    QUEUE_WAKE,
+    WORKER_ANNOUNCED,
+)
+
+if TYPE_CHECKING:
+    from chancy.worker import Worker
+
+#: Seconds per wait for notifications (short: a thread-backed wait cannot be interrupted).
+WAIT = 0.5
+#: Seconds of silence after which the connection is checked with a query.
+KEEPALIVE = 5.0
+
+
+class Listener:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        #: Test hook: how many times the connection was (re)opened.
+        self.connections = 0
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        worker = self.worker
+        channel = worker.chancy.tables.channel
+        started = False
+        delay = 0.1
+        while True:
+            try:
+                async with worker.chancy.db.dedicated() as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    reconnect = self.connections > 0
+                    self.connections += 1
+                    delay = 0.1
+                    if reconnect:
+                        worker.log.info("listener reconnected; polling every queue once")
+                        worker.hub.emit(QUEUE_CHANGED, queue=None)
+                        worker.hub.emit(QUEUE_WAKE, queue=None)
+                    worker.hub.emit(LISTENER_CONNECTED, reconnect=reconnect)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    quiet_since = anyio.current_time()
+                    while True:
+                        notices = await conn.notifies(timeout=WAIT)
+                        if notices:
+                            quiet_since = anyio.current_time()
+                            for _channel, payload in notices:
+                                self.dispatch(payload)
+                        elif anyio.current_time() - quiet_since > KEEPALIVE:
+                            await conn.execute("SELECT 1")
+                            quiet_since = anyio.current_time()
+            except Exception as exc:
+                worker.log.warning(
+                    "notification listener lost its connection (%s); reconnecting in %.1f s",
+                    str(exc).strip() or type(exc).__name__,
+                    delay,
+                )
+                if not started:
+                    started = True
+                    task_status.started()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def dispatch(self, payload: str) -> None:
+        try:
+            message: dict[str, Any] = json.loads(payload)
+            kind = message.get("t")
+        except (ValueError, AttributeError):
+            return
+        hub = self.worker.hub
+        if kind == "pushed":
+            for queue in message.get("q") or ():
+                hub.emit(QUEUE_WAKE, queue=queue)
+        elif kind == "queue.changed":
+            hub.emit(QUEUE_CHANGED, queue=message.get("q"))
+        elif kind == "job.cancelled":
+            hub.emit(JOB_CANCELLED, id=message.get("id"))
+        elif kind == "job.done":
+            hub.emit(JOBS_DONE, ids=message.get("ids") or [])
+        elif kind == "worker.announced":
+            hub.emit(WORKER_ANNOUNCED, worker_id=message.get("w"))

@@ -1,0 +1,133 @@
+"""The queue watcher: decides which declared queues this worker runs and keeps them running.
+
+A queue runs here when it is ACTIVE and each of its tags (a regular expression) fully matches
+at least one of `Worker.worker_tags()`. The watcher looks again on every "queue.changed"
+notification, else every `queue_change_poll_interval` seconds. A queue whose settings changed,
+that was paused, deleted or no longer matches is drained (up to `shutdown_timeout`) before its
+new settings take over. A queue whose executor fails to load or start is retried after
+`RETRY_BROKEN` seconds or as soon as its settings change; the other queues keep running.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from chancy.actors.messages import QUEUE_CHANGED, Wakeup
+from chancy.actors.queue_runner import QueueRunner
+from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from chancy.worker import Worker
+
+#: Seconds before a queue whose executor failed is tried again (unless it changes first).
+RETRY_BROKEN = 30.0
+
+
+def queue_matches(queue: Queue, worker_tags: set[str]) -> bool:
+    """Whether every tag of the queue matches at least one worker tag (as a full regex match)."""
+    for pattern in queue.tags:
+        regex = re.compile(pattern)
+        if not any(regex.fullmatch(tag) for tag in worker_tags):
+            return False
+    return True
+
+
+class QueueWatcher:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.runners: dict[str, QueueRunner] = {}
+        self.wakeup = Wakeup()
+        self._broken: dict[str, tuple[Queue, float]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stopping = False
+        #: Test hook: how many refreshes completed.
+        self.refreshes = 0
+
+    @property
+    def queue_names(self) -> list[str]:
+        return sorted(self.runners)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        worker = self.worker
+        off = worker.hub.on(QUEUE_CHANGED, lambda _event: self.wakeup.set())
+        delay = 0.1
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._refresh_logged()
+                task_status.started()
+                while True:
+                    await self.wakeup.wait(worker.queue_change_poll_interval)
+                    if self._stopping:
+                        continue
+                    if await self._refresh_logged():
+                        delay = 0.1
+                    else:
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+        finally:
+            off()
+
+    async def _refresh_logged(self) -> bool:
+        try:
+            await self.refresh()
+            return True
+        except Exception as exc:
+            self.worker.log.warning("reading the queues failed (%s); retrying", exc)
+            return False
+
+    async def refresh(self) -> None:
+        worker = self.worker
+        queues = await worker.chancy.get_all_queues()
+        if self._stopping:
+            return
+        tags = worker.worker_tags()
+        wanted = {
+            q.name: q for q in queues if q.state == Queue.State.ACTIVE and queue_matches(q, tags)
+        }
+        for name, runner in list(self.runners.items()):
+            if runner.queue != wanted.get(name):
+                runner.request_stop(worker.shutdown_timeout)
+        now = anyio.current_time()
+        for name, queue in wanted.items():
+            if name in self.runners:
+                continue
+            broken = self._broken.get(name)
+            if broken is not None and broken[0] == queue and now < broken[1]:
+                continue
+            self._broken.pop(name, None)
+            self._start(queue)
+        self.refreshes += 1
+
+    def _start(self, queue: Queue) -> None:
+        assert self._tg is not None
+        runner = QueueRunner(self.worker, queue)
+        self.runners[queue.name] = runner
+
+        async def run() -> None:
+            try:
+                await runner.run()
+            finally:
+                if self.runners.get(queue.name) is runner:
+                    del self.runners[queue.name]
+                if runner.failed:
+                    self._broken[queue.name] = (queue, anyio.current_time() + RETRY_BROKEN)
+                if not self._stopping:
+                    self.wakeup.set()  # start the queue again with its new settings
+
+        self._tg.start_soon(run)
+
+    async def stop_all(self, timeout: float = math.inf) -> bool:
+        """Stop every queue, giving running jobs up to `timeout` seconds; True if all finished."""
+        self._stopping = True
+        runners = list(self.runners.values())
+        for runner in runners:
+            runner.request_stop(timeout)
+        for runner in runners:
+            await runner.done.wait()
+        return all(runner.drained for runner in runners)

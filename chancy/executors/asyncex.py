@@ -1,0 +1,130 @@
+"""`AsyncExecutor`: runs a queue's jobs in the worker's own event loop.
+
+Coroutine functions run as tasks of the executor (a fixed set of `concurrency` slot tasks, so
+no task is created per job); plain functions are accepted too and run on a worker thread so
+they cannot block the loop. `Chancy.cancel_job` and `Limit.Type.TIME` stop a coroutine job at
+once by cancelling it (a plain function on a thread cannot be interrupted: its slot is freed
+and its result discarded, but the thread runs on to the end). `Limit.Type.MEMORY` is not
+enforced in-process: use the process executor for hard limits.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from chancy.executors.base import (
+    Executor,
+    JobCancelled,
+    TimeLimitExceeded,
+    call_kwargs,
+    prepare_call,
+    time_limit,
+)
+from chancy.job import QueuedJob
+
+#: A claim's round trip (seconds) assumed when sizing the prefetch.
+CLAIM_TIME = 0.02
+#: At most this many times `concurrency` jobs are claimed ahead.
+PREFETCH_FACTOR = 4
+#: And never more than this many.
+MAX_PREFETCH = 1000
+
+
+class AsyncExecutor(Executor):
+    """Runs coroutine jobs on the worker's event loop (plain functions on threads)."""
+
+    def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
+        super().__init__(worker, queue, **options)
+        self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancelled: set[str] = set()
+        #: Moving average of recent job run times (seconds); None until a job ran.
+        self.average_duration: float | None = None
+
+    def free_slots(self) -> int:
+        """Free slots plus an adaptive prefetch: when jobs are short, up to `PREFETCH_FACTOR`
+        times `concurrency` more are claimed ahead (they wait here, already RUNNING in the
+        database, and are put back on shutdown), so the slots do not idle while the next claim
+        is in flight. Jobs that take longer than a claim get no prefetch, so slow jobs are
+        never hoarded away from other workers."""
+        capacity = self.concurrency + self.prefetch()
+        running = len(self.running)
+        free = capacity - running
+        if running > self.concurrency and free < capacity // 2:
+            return 0  # the prefetched jobs keep the slots busy: claim in bigger batches
+        return max(0, free)
+
+    def prefetch(self) -> int:
+        average = self.average_duration
+        if average is None:
+            return 0
+        ahead = int(self.concurrency * CLAIM_TIME / max(average, 1e-6))
+        return min(ahead, self.concurrency * PREFETCH_FACTOR, MAX_PREFETCH)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        # Jobs still queued or running when this is cancelled stay in `running`; the worker
+        # puts them back with `release_unfinished`.
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.concurrency):
+                tg.start_soon(self._slot)
+            task_status.started()
+
+    async def start_job(self, job: QueuedJob) -> None:
+        self._send.send_nowait(job)
+
+    async def cancel(self, job_id: str) -> None:
+        if job_id not in self.running:
+            return
+        self._cancelled.add(job_id)
+        scope = self._scopes.get(job_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def _slot(self) -> None:
+        async for job in self._receive:
+            await self._run_one(job)
+
+    async def _call_sync(self, func: Any, kwargs: dict[str, Any]) -> Any:
+        return await anyio.to_thread.run_sync(
+            functools.partial(func, **kwargs), abandon_on_cancel=True
+        )
+
+    async def _run_one(self, job: QueuedJob) -> None:
+        error: BaseException | None = None
+        retry = True
+        limit = time_limit(job)
+        scope = anyio.CancelScope()
+        self._scopes[job.id] = scope
+        started = time.perf_counter()
+        try:
+            if job.id in self._cancelled:
+                scope.cancel()
+            call = prepare_call(job.func)
+            kwargs = call_kwargs(call, job)
+            with scope:
+                if limit is not None:
+                    scope.deadline = anyio.current_time() + limit
+                if call.is_async:
+                    await call.func(**kwargs)
+                else:
+                    await self._call_sync(call.func, kwargs)
+        except (Exception, SystemExit) as exc:
+            error = exc
+        finally:
+            self._scopes.pop(job.id, None)
+            duration = time.perf_counter() - started
+            average = self.average_duration
+            self.average_duration = duration if average is None else average * 0.9 + duration * 0.1
+        if job.id in self._cancelled:
+            self._cancelled.discard(job.id)
+            error, retry = JobCancelled("job cancelled while running"), False
+        elif scope.cancelled_caught:
+            error = TimeLimitExceeded(f"time limit exceeded: {limit:g} s")
+        await self.job_finished(job, error=error, retry=retry)

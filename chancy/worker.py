@@ -1,0 +1,454 @@
+"""The Worker: the actor set that claims and runs jobs, on asyncio or trio.
+
+A worker runs, in one anyio task group: the outgoing batcher, the notification listener (when
+the app has notifications on), the heartbeat, the queue watcher (which runs one group per queue:
+its executor and its fetcher), every plugin of the app, and, when asked, the signal handler.
+
+Embedding: `async with Worker(chancy) as worker:` or `await task_group.start(worker.run)`.
+`stop()` is the graceful path: fetchers stop claiming, running jobs get up to
+`shutdown_timeout` seconds, updates are flushed, and whatever still runs is put back to pending
+(its attempt not counted). Cancelling `run()` from outside is an immediate stop: running jobs
+are cancelled and put back, and updates are flushed (shielded, bounded) before it returns.
+
+Plugins: each plugin's `run(worker, chancy, task_status=...)` is started in the worker's task
+group, `leader_only` plugins included: those wait for `worker.is_leader` themselves. A plugin
+that raises is logged and restarted with backoff; it never stops the worker.
+
+Identity: a job's `taken_by` is `"{worker_id}:{incarnation}"`, the incarnation being a nonce
+made for each Worker object, so a restarted worker reusing its `worker_id` is a new holder and
+the writes of its previous incarnation change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import secrets
+import signal
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from chancy._db import Conn
+from chancy._sql import (
+    announce_worker_query,
+    event,
+    fetch_query,
+    job_from_row,
+    rate_limit_use_query,
+    rate_limit_window_query,
+    release_running_query,
+    remove_worker_query,
+)
+from chancy.actors.batcher import Batcher, Outbox
+from chancy.actors.heartbeat import Heartbeat
+from chancy.actors.listener import Listener
+from chancy.actors.messages import JOB_CANCELLED, Flag, HubEvent
+from chancy.actors.queue_watcher import QueueWatcher
+from chancy.errors import MigrationRequired
+from chancy.hub import Hub
+from chancy.job import QueuedJob
+from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+    from chancy.executors.base import Executor
+    from chancy.plugin import Plugin
+
+#: Seconds the final flush of updates may take when stopping.
+FLUSH_TIMEOUT = 10.0
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"Worker.{name}: expected a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _in_claim_order(rows: list[tuple]) -> list[QueuedJob]:
+    """Jobs in the order they were picked (RETURNING does not keep it): priority, then id."""
+    jobs = [job_from_row(row) for row in rows]
+    jobs.sort(key=lambda job: (-job.priority, job.id))
+    return jobs
+
+
+class _StartedProxy:
+    """Records whether a plugin called `task_status.started()`."""
+
+    def __init__(self, task_status: anyio.abc.TaskStatus[Any]) -> None:
+        self.task_status = task_status
+        self.called = False
+
+    def started(self, value: Any = None) -> None:
+        if not self.called:
+            self.called = True
+            self.task_status.started(value)
+
+
+class Worker:
+    """Polls queues for jobs and runs them, runs plugins and announces itself to the cluster.
+
+    Start it with `async with Worker(chancy) as worker: await worker.wait_for_shutdown()`, or
+    embed it with `await task_group.start(worker.run)` (asyncio or trio).
+    """
+
+    def __init__(
+        self,
+        chancy: Chancy,
+        *,
+        worker_id: str | None = None,
+        heartbeat_poll_interval: int = 30,
+        heartbeat_timeout: int = 90,
+        queue_change_poll_interval: int = 10,
+        shutdown_timeout: int = 30,
+        tags: set[str] | None = None,
+        register_signal_handlers: bool = True,
+    ) -> None:
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
+            raise ValueError("Worker.worker_id: expected a non-empty string")
+        if tags is not None and (
+            isinstance(tags, str) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ValueError("Worker.tags: expected a set of strings")
+        #: The Chancy application that the worker is associated with.
+        self.chancy = chancy
+        #: The ID of the worker, which must be globally unique.
+        self.worker_id: str = worker_id or str(uuid.uuid4())
+        #: A nonce of this Worker object: a restarted worker is a new incarnation.
+        self.incarnation = secrets.token_hex(6)
+        #: What this worker writes to a job's `taken_by`.
+        self.taken_by = f"{self.worker_id}:{self.incarnation}"
+        #: The number of seconds between heartbeat poll intervals.
+        self.heartbeat_poll_interval = _positive("heartbeat_poll_interval", heartbeat_poll_interval)
+        #: Seconds without a heartbeat after which a worker is considered gone.
+        self.heartbeat_timeout = _positive("heartbeat_timeout", heartbeat_timeout)
+        #: How frequently to check for changes to the queues this worker should process.
+        self.queue_change_poll_interval = _positive(
+            "queue_change_poll_interval", queue_change_poll_interval
+        )
+        #: Seconds running jobs get to finish on a graceful stop.
+        self.shutdown_timeout = _positive("shutdown_timeout", shutdown_timeout)
+        #: Whether to register SIGTERM/SIGINT handlers while running.
+        self.register_signal_handlers = register_signal_handlers
+        #: Seconds the batcher waits to fill a batch of outgoing updates.
+        self.send_outgoing_interval: float = 0.02
+        self.log = chancy.log
+        self._extra_tags = set(tags or ())
+        #: An event hub with cluster and local telemetry, useful for plugins.
+        self.hub = Hub(self.log)
+        #: Set while this worker is the leader (set and cleared by a leadership plugin).
+        self.is_leader = Flag()
+        #: Set when the worker is shutting down because it received a signal.
+        self.shutdown_event = Flag()
+        #: A queue of job updates waiting to be sent to the database.
+        self.outgoing = Outbox()
+        #: The task group of the worker's actors while it runs.
+        self.manager: anyio.abc.TaskGroup | None = None
+        self.batcher: Batcher | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.listener: Listener | None = None
+        self.watcher: QueueWatcher | None = None
+        self._executors: dict[str, Executor] = {}
+        self._stop_requested = Flag()
+        self._force = Flag()
+        self._started = Flag()
+        self._stopped = Flag()
+        self._running = False
+        self._clean = True
+        self._own_tg: Any = None
+        self._cancel_send: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the worker in a task group of its own and return once it is running.
+
+        Call `stop()` (or leave `async with`) from the same task to end it.
+        """
+        if self._own_tg is not None:
+            raise RuntimeError("this worker was already started")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._own_tg = tg
+        try:
+            await tg.start(self.run)
+        except BaseException as exc:
+            self._own_tg = None
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def stop(self) -> bool:
+        """Stop gracefully; False if running jobs had to be cut off after `shutdown_timeout`."""
+        if self._running or self._started.is_set():
+            self._stop_requested.set()
+            await self._stopped.wait()
+        tg, self._own_tg = self._own_tg, None
+        if tg is not None:
+            await tg.__aexit__(None, None, None)
+        return self._clean
+
+    async def wait_for_shutdown(self) -> None:
+        """Wait until the worker is stopped (by `stop()`, a signal or cancellation)."""
+        await self._stopped.wait()
+
+    async def _check_schema(self) -> None:
+        versions = await self.chancy.schema_versions()
+        behind = {name: v for name, v in versions.items() if v[0] < v[1]}
+        if behind:
+            detail = ", ".join(f"{name} at version {a} of {b}" for name, (a, b) in behind.items())
+            raise MigrationRequired(
+                f"the database (prefix {self.chancy.prefix!r}) needs migrating ({detail}): run "
+                "`await chancy.migrate()` or `chancy --app module:attr misc migrate` first"
+            )
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Run the worker until `stop()`, a signal, or cancellation; `task_group.start(run)`
+        returns once every actor is up."""
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        await self._check_schema()
+        self._running = True
+        self._stop_requested.clear()
+        self._force.clear()
+        self._stopped.clear()
+        self.shutdown_event.clear()
+        self._clean = True
+        self.batcher = Batcher(self)
+        self.heartbeat = Heartbeat(self)
+        self.watcher = QueueWatcher(self)
+        self.listener = Listener(self) if self.chancy.notifications else None
+        cancel_send, cancel_receive = anyio.create_memory_object_stream[str](math.inf)
+        self._cancel_send = cancel_send
+        off = self.hub.on(JOB_CANCELLED, self._on_cancel_event)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.manager = tg
+                await tg.start(self.batcher.run)
+                tg.start_soon(self._canceller, cancel_receive)
+                if self.listener is not None:
+                    await tg.start(self.listener.run)
+                await tg.start(self.heartbeat.run)
+                await tg.start(self.watcher.run)
+                for plugin in self.chancy.plugins:
+                    await tg.start(self._run_plugin, plugin)
+                if self.register_signal_handlers:
+                    await tg.start(self._signals)
+                self._started.set()
+                self.log.info(
+                    "worker %s started (queues: %s)",
+                    self.worker_id,
+                    ", ".join(self.watcher.queue_names) or "none yet",
+                )
+                task_status.started()
+                await self._stop_requested.wait()
+                self.log.info("worker %s stopping", self.worker_id)
+                self._clean = await self.watcher.stop_all(self.shutdown_timeout)
+                tg.cancel_scope.cancel()
+        finally:
+            off()
+            cancel_send.close()
+            with anyio.CancelScope(shield=True):
+                await self._final_cleanup()
+            self.manager = None
+            self._running = False
+            self._started.clear()
+            self._stopped.set()
+
+    async def _final_cleanup(self) -> None:
+        """Release what the queue runners still hold, flush updates, put back any job still
+        held by this worker and leave the cluster (shielded, bounded)."""
+        for executor in list(self._executors.values()):
+            executor.release_unfinished()
+        with anyio.move_on_after(FLUSH_TIMEOUT) as scope:
+            flushed = await self.batcher.flush(timeout=FLUSH_TIMEOUT) if self.batcher else True
+            if not flushed:
+                self.log.error(
+                    "worker %s: %d job updates could not be written before exiting; their jobs"
+                    " will be recovered as held by a dead worker",
+                    self.worker_id,
+                    len(self.outgoing),
+                )
+                return
+            try:
+                async with self.chancy.db.connection() as conn:
+                    rows = await conn.fetchall(
+                        release_running_query(self.chancy.tables), {"taken_by": self.taken_by}
+                    )
+                    await conn.execute(
+                        remove_worker_query(self.chancy.tables),
+                        {"worker_id": self.worker_id, "incarnation": self.incarnation},
+                    )
+                if rows:
+                    self.log.info("put %d running jobs back to pending", len(rows))
+            except Exception as exc:
+                self.log.error("worker %s: could not release its jobs: %s", self.worker_id, exc)
+        if scope.cancelled_caught:
+            self.log.error("worker %s: the final flush timed out", self.worker_id)
+
+    async def _run_plugin(
+        self, plugin: Plugin, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        proxy = _StartedProxy(task_status)
+        delay = 1.0
+        while True:
+            try:
+                await plugin.run(self, self.chancy, task_status=proxy)
+                proxy.started()
+                return
+            except Exception:
+                self.log.exception(
+                    "plugin %s failed; restarting it in %.0f s", plugin.identifier, delay
+                )
+                proxy.started()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    def _on_cancel_event(self, event: HubEvent) -> None:
+        job_id = event.body.get("id")
+        if job_id and self._cancel_send is not None:
+            try:
+                self._cancel_send.send_nowait(str(job_id))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+
+    async def _canceller(self, receive: Any) -> None:
+        async with receive:
+            async for job_id in receive:
+                for executor in list(self._executors.values()):
+                    if job_id in executor.running:
+                        self.log.info("cancelling job %s", job_id)
+                        try:
+                            await executor.cancel(job_id)
+                        except Exception:
+                            self.log.exception("cancelling job %s failed", job_id)
+
+    async def _signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
+                async for signum in signals:
+                    await self.on_signal(signum)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            self.log.warning("worker %s: signal handlers not registered: %s", self.worker_id, exc)
+            task_status.started()
+
+    async def on_signal(self, signum: int) -> None:
+        """First SIGTERM/SIGINT: graceful shutdown; a second one: stop at once."""
+        if signum not in (signal.SIGTERM, signal.SIGINT):
+            return
+        name = signal.Signals(signum).name
+        if not self.shutdown_event.is_set():
+            self.log.info(
+                "received %s: shutting down gracefully (up to %g s; send it again to stop now)",
+                name,
+                self.shutdown_timeout,
+            )
+            self.shutdown_event.set()
+            self._stop_requested.set()
+        else:
+            self.log.warning("received %s again: stopping now", name)
+            self._force.set()
+
+    # -- the cluster -------------------------------------------------------------------------
+
+    def worker_tags(self) -> set[str]:
+        """The tags of this worker: `*`, hostname=, worker_id=, python=, arch=, os= and extras."""
+        return {
+            "*",
+            f"hostname={socket.gethostname()}",
+            f"worker_id={self.worker_id}",
+            f"python={platform.python_version()}",
+            f"arch={platform.machine()}",
+            f"os={platform.system().lower()}",
+            *self._extra_tags,
+        }
+
+    async def announce_worker(self, conn: Conn) -> None:
+        """Insert this worker into the workers table, or refresh its `last_seen`."""
+        tables = self.chancy.tables
+        row = await conn.fetchone(
+            announce_worker_query(tables),
+            {
+                "worker_id": self.worker_id,
+                "incarnation": self.incarnation,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "tags": sorted(self.worker_tags()),
+                "queues": self.watcher.queue_names if self.watcher else [],
+                "timeout": float(self.heartbeat_timeout),
+            },
+        )
+        if row and row[0] and self.chancy.notifications:
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)",
+                (tables.channel, event("worker.announced", w=self.worker_id)),
+            )
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def fetch_jobs(self, queue: Queue, conn: Conn, *, up_to: int = 1) -> list[QueuedJob]:
+        """Claim up to `up_to` runnable jobs of `queue` for this worker and mark them running.
+
+        Highest priority first, then push order; only jobs whose `scheduled_at` has come; safe
+        to call concurrently (rows locked by another claimer are skipped). A queue with a
+        `rate_limit` takes no more than its fixed window (shared by all workers) allows.
+        """
+        if up_to < 1:
+            return []
+        tables = self.chancy.tables
+        params: dict[str, Any] = {"queue": queue.name, "up_to": up_to, "taken_by": self.taken_by}
+        if queue.rate_limit is None:
+            rows = await conn.fetchall(fetch_query(tables), params)
+            return _in_claim_order(rows)
+        async with conn.transaction():
+            row = await conn.fetchone(
+                rate_limit_window_query(tables),
+                {"queue": queue.name, "window": queue.rate_limit_window},
+            )
+            used = row[0] if row else 0
+            allowed = min(up_to, queue.rate_limit - used)
+            if allowed <= 0:
+                return []
+            params["up_to"] = allowed
+            rows = await conn.fetchall(fetch_query(tables), params)
+            if rows:
+                await conn.execute(
+                    rate_limit_use_query(tables), {"queue": queue.name, "claimed": len(rows)}
+                )
+        return _in_claim_order(rows)
+
+    async def queue_update(self, update: QueuedJob) -> None:
+        """Queue a job's new state to be written with the next batch (`send_outgoing_interval`)."""
+        self.outgoing.put_nowait(update)
+
+    def queue_update_nowait(self, update: QueuedJob) -> None:
+        """`queue_update` without awaiting (the outbox is unbounded)."""
+        self.outgoing.put_nowait(update)
+
+    def running_jobs(self) -> list[QueuedJob]:
+        """The jobs this worker is running now."""
+        return [job for ex in list(self._executors.values()) for job in ex.running.values()]
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        """The executors of the queues this worker runs now, by queue name."""
+        return dict(self._executors)
+
+
+__all__ = ["Worker"]

@@ -1,0 +1,89 @@
+"""Job functions for the worker tests (importable by name: tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import anyio
+
+from chancy.job import QueuedJob
+
+#: Executions seen in this process, by label (tests read and reset it).
+RUNS: dict[str, list] = defaultdict(list)
+_LOCK = threading.Lock()
+#: Events a job can wait on (tests set them).
+GATES: dict[str, threading.Event] = defaultdict(threading.Event)
+
+
+def record(label: str, value: object = None) -> None:
+    with _LOCK:
+        RUNS[label].append(value)
+
+
+def reset() -> None:
+    with _LOCK:
+        RUNS.clear()
+        GATES.clear()
+
+
+async def async_record(label: str, value: object = None) -> str:
+    record(label, value)
+    return "ok"
+
+
+def sync_record(label: str, value: object = None) -> str:
+    record(label, value)
+    return "ok"
+
+
+async def async_fail(label: str = "fail") -> None:
+    record(label)
+    raise RuntimeError("boom from async_fail")
+
+
+def sync_fail(label: str = "fail") -> None:
+    record(label)
+    raise ValueError("boom from sync_fail")
+
+
+async def async_sleep(label: str, seconds: float) -> None:
+    record(label, "start")
+    await anyio.sleep(seconds)
+    record(label, "end")
+
+
+def sync_sleep(label: str, seconds: float) -> None:
+    record(label, "start")
+    time.sleep(seconds)
+    record(label, "end")
+
+
+def sync_wait_gate(label: str, gate: str, timeout: float = 30) -> None:
+    record(label, "start")
+    GATES[gate].wait(timeout)
+    record(label, "end")
+
+
+async def async_meta(label: str, *, job: QueuedJob) -> None:
+    job.meta["seen_id"] = job.id
+    job.meta["attempt"] = job.attempts
+    record(label, job.id)
+
+
+def sync_meta(label: str, *, job: QueuedJob) -> None:
+    job.meta["thread"] = threading.current_thread().name
+    record(label, job.id)
+
+
+async def async_noop() -> None:
+    return None
+
+
+def sync_noop() -> None:
+    return None
+
+
+async def count_run(label: str, n: int) -> None:
+    record(label, n)
