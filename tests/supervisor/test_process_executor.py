@@ -1,0 +1,87 @@
+"""ProcessExecutor end to end: a real worker, real PostgreSQL, real child processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from supervisor_helpers import JOBS, MiB
+
+from chancy import Chancy, Job, Limit, Queue, QueuedJob
+from chancy.worker import Worker
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "proc"
+
+
+@pytest.fixture
+async def worker(chancy: Chancy) -> AsyncIterator[Worker]:
+    await chancy.declare(
+        Queue(
+            QUEUE,
+            concurrency=2,
+            executor=Chancy.Executor.Process,
+            executor_options={"maximum_jobs_per_worker": 10, "stop_grace": 0.3},
+            polling_interval=1,
+        )
+    )
+    async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5) as w:
+        yield w
+
+
+def job(func: str, **kwargs: object) -> Job:
+    return Job(func=f"{JOBS}.{func}", queue=QUEUE, kwargs=kwargs)
+
+
+async def finished(chancy: Chancy, job: Job) -> QueuedJob:
+    ref = await chancy.push(job)
+    done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
+    assert done is not None
+    return done
+
+
+async def test_outcomes_become_job_states(chancy: Chancy, worker: Worker) -> None:
+    ok, raised, died, meta = [
+        await finished(chancy, j)
+        for j in (
+            job("returns"),
+            job("raises", message="boom"),
+            job("hard_exit", code=9).with_max_attempts(2),
+            job("set_meta"),
+        )
+    ]
+    assert ok.state == QueuedJob.State.SUCCEEDED
+    assert raised.state == QueuedJob.State.FAILED
+    assert "ValueError: boom" in raised.errors[-1]["traceback"]
+    assert died.state == QueuedJob.State.FAILED and died.attempts == 2 and len(died.errors) == 2
+    assert "exited with code 9" in died.errors[0]["traceback"]
+    assert meta.state == QueuedJob.State.SUCCEEDED and meta.meta["touched"] == meta.id
+
+
+async def test_limits_fail_the_attempt(chancy: Chancy, worker: Worker) -> None:
+    memory = job("allocate", total_mib=600).with_limits([Limit(Limit.Type.MEMORY, 100 * MiB)])
+    timed = job("catch_everything").with_limits([Limit(Limit.Type.TIME, 1)])
+    mem_done = await finished(chancy, memory.with_max_attempts(2))
+    time_done = await finished(chancy, timed)
+    assert mem_done.state == QueuedJob.State.FAILED and mem_done.attempts == 2
+    assert "memory limit exceeded" in mem_done.errors[0]["traceback"]
+    assert "> 100 MiB" in mem_done.errors[1]["traceback"]
+    assert time_done.state == QueuedJob.State.FAILED
+    assert "time limit exceeded after 1.0 s" in time_done.errors[-1]["traceback"]
+    assert (await finished(chancy, job("returns"))).state == QueuedJob.State.SUCCEEDED
+
+
+async def test_cancel_a_running_job(chancy: Chancy, worker: Worker) -> None:
+    ref = await chancy.push(job("catch_everything").with_max_attempts(3))
+    with anyio.fail_after(30):
+        while (current := await chancy.get_job(ref)) is None or current.state != (
+            QueuedJob.State.RUNNING
+        ):
+            await anyio.sleep(0.05)
+    await chancy.cancel_job(ref)
+    done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
+    assert done is not None and done.state == QueuedJob.State.FAILED
+    assert done.attempts == 1  # cancelled: never retried
+    assert "cancel" in done.errors[-1]["traceback"].lower()
