@@ -1,0 +1,210 @@
+"""`SubInterpreterExecutor`: runs jobs in sub-interpreters of the worker process.
+
+Needs Python 3.13 or newer (sub-interpreters with their own GIL, the `_interpreters`
+module). On an older Python a queue that names this executor fails to start with an error
+saying so, and the worker keeps serving its other queues.
+
+Each of the `concurrency` slots owns one sub-interpreter and runs it on a worker thread;
+a job is handed over as its packed JSON inside a small script and its outcome comes back as
+JSON through a pipe, so nothing but bytes crosses between interpreters. What this executor
+cannot do, by the nature of sub-interpreters:
+
+* job modules must import in an isolated sub-interpreter: extension modules without
+  multi-phase initialisation (for example psycopg's binary build, hence ``import chancy``)
+  refuse to load there;
+* `Limit.Type.MEMORY` is not enforced (one process), and a job past its `Limit.Type.TIME`
+  limit or cancelled is marked failed and its slot's interpreter is abandoned (it runs on
+  until the job returns, then is destroyed). For hard limits use the process executor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import textwrap
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from chancy.executors.base import (
+    Executor,
+    JobCancelled,
+    RemoteJobError,
+    TimeLimitExceeded,
+    time_limit,
+)
+from chancy.job import QueuedJob
+
+#: The first Python whose sub-interpreters this executor can use.
+REQUIRED_PYTHON = (3, 13)
+
+
+def check_supported() -> None:
+    """Raise `RuntimeError` naming the Python version needed if this one cannot run it."""
+    if sys.version_info < REQUIRED_PYTHON:
+        raise RuntimeError(
+            "SubInterpreterExecutor needs Python 3.13 or newer (per-interpreter GIL "
+            f"sub-interpreters); this worker runs Python {platform.python_version()}. "
+            "Use chancy.executors.process.ProcessExecutor (the default) instead."
+        )
+    try:
+        import _interpreters  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - a build without sub-interpreters
+        raise RuntimeError(
+            f"SubInterpreterExecutor: this Python {platform.python_version()} build has no "
+            "_interpreters module"
+        ) from exc
+
+
+# Runs inside the sub-interpreter: stdlib only. Writes {"ok", "type", "message",
+# "traceback", "meta"} as JSON to the pipe.
+_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, importlib, inspect, json, os, sys, traceback
+    _fd, _data = {fd!r}, json.loads({job!r})
+    sys.path[:] = {path!r}
+    _result = {{"ok": True, "meta": _data.get("meta") or {{}}}}
+    try:
+        _path = _data["func"]
+        if ":" in _path:
+            _mod, _, _attr = _path.partition(":")
+        else:
+            _mod, _, _attr = _path.rpartition(".")
+        _func = importlib.import_module(_mod)
+        for _part in _attr.split("."):
+            _func = getattr(_func, _part)
+        _out = _func(**(_data.get("kwargs") or {{}}))
+        if inspect.iscoroutine(_out):
+            asyncio.run(_out)
+    except BaseException as _exc:
+        _result = {{
+            "ok": False,
+            "type": type(_exc).__qualname__,
+            "message": str(_exc),
+            "traceback": "".join(traceback.format_exception(_exc)),
+            "meta": _data.get("meta") or {{}},
+        }}
+    _raw = json.dumps(_result, default=repr).encode()
+    while _raw:
+        _raw = _raw[os.write(_fd, _raw):]
+    os.close(_fd)
+    """
+)
+
+
+def _run_in_interpreter(interp: Any, job_json: str) -> dict[str, Any]:
+    """Blocking: run one job in the sub-interpreter *interp*; returns the outcome dict."""
+    import _interpreters  # type: ignore[import-not-found]
+
+    read_fd, write_fd = os.pipe()
+    try:
+        script = _SCRIPT.format(fd=write_fd, job=job_json, path=list(sys.path))
+        run = getattr(_interpreters, "run_string", None) or _interpreters.exec
+        failure = run(interp, script)
+        try:
+            os.close(write_fd)  # normally closed by the script already
+        except OSError:
+            pass
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    if chunks:
+        return json.loads(b"".join(chunks))
+    return {
+        "ok": False,
+        "type": "SubInterpreterError",
+        "message": f"the sub-interpreter failed: {failure!r}",
+        "traceback": repr(failure),
+    }
+
+
+class SubInterpreterExecutor(Executor):
+    """Runs jobs in sub-interpreters (Python 3.13+); see the module docs for what it can't."""
+
+    def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
+        super().__init__(worker, queue, **options)
+        self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancelled: set[str] = set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        check_supported()
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.concurrency):
+                tg.start_soon(self._slot)
+            task_status.started()
+
+    async def start_job(self, job: QueuedJob) -> None:
+        self._send.send_nowait(job)
+
+    async def cancel(self, job_id: str) -> None:
+        if job_id not in self.running:
+            return
+        self._cancelled.add(job_id)
+        scope = self._scopes.get(job_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def _slot(self) -> None:
+        import _interpreters  # type: ignore[import-not-found]
+
+        interp = None
+        try:
+            async for job in self._receive:
+                if interp is None:
+                    interp = _interpreters.create()
+                if not await self._run_one(interp, job):
+                    interp = None  # abandoned: still busy on its thread
+        finally:
+            if interp is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_interpreters.destroy, interp)
+
+    async def _run_one(self, interp: Any, job: QueuedJob) -> bool:
+        """Run *job*; False if the interpreter had to be abandoned (time limit, cancel)."""
+        limit = time_limit(job)
+        scope = anyio.CancelScope()
+        self._scopes[job.id] = scope
+        outcome: dict[str, Any] | None = None
+        try:
+            if job.id in self._cancelled:
+                scope.cancel()
+            with scope:
+                if limit is not None:
+                    scope.deadline = anyio.current_time() + limit
+                outcome = await anyio.to_thread.run_sync(
+                    _run_in_interpreter,
+                    interp,
+                    json.dumps(job.pack()),
+                    abandon_on_cancel=True,
+                )
+        finally:
+            self._scopes.pop(job.id, None)
+        if job.id in self._cancelled:
+            self._cancelled.discard(job.id)
+            await self.job_finished(
+                job, error=JobCancelled("job cancelled while running"), retry=False
+            )
+            return outcome is not None
+        if outcome is None:
+            error = TimeLimitExceeded(f"time limit exceeded after {limit:g} s")
+            await self.job_finished(job, error=error)
+            return False
+        meta = outcome.get("meta")
+        if outcome.get("ok"):
+            await self.job_finished(job, meta=meta)
+        else:
+            await self.job_finished(
+                job,
+                error=RemoteJobError(outcome.get("type", "Error"), outcome.get("message", "")),
+                traceback=outcome.get("traceback"),
+                meta=meta,
+            )
+        return True
