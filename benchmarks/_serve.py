@@ -1,6 +1,6 @@
 """A Worker in its own process, for the benchmarks that should not share an event loop with it.
 
-    python -m benchmarks._serve DSN PREFIX NOTIFICATIONS(0|1)
+    python -m benchmarks._serve DSN PREFIX NOTIFICATIONS(0|1) [SEND_OUTGOING_INTERVAL]
 
 Runs until SIGTERM or SIGINT.
 """
@@ -16,24 +16,23 @@ import anyio
 from chancy import Chancy
 
 
-async def main(dsn: str, prefix: str, notifications: bool) -> None:
+async def main(dsn: str, prefix: str, notifications: bool, outgoing: float | None) -> None:
     from chancy.worker import Worker
 
     logging.getLogger("chancy").setLevel(logging.WARNING)
     logging.getLogger("chancy").addHandler(logging.StreamHandler())
     app = Chancy(dsn, prefix=prefix, plugins=[], notifications=notifications)
-    async with app, anyio.create_task_group() as tg:
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async with app:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            # Leaving the block normally stops the worker gracefully (`Worker.stop`).
+            worker = Worker(app, register_signal_handlers=False, shutdown_timeout=5)
+            if outgoing is not None:
+                worker.send_outgoing_interval = outgoing
+            async with worker:
                 async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(stop_on_signal)
-        async with Worker(app, register_signal_handlers=False, shutdown_timeout=5):
-            await anyio.sleep_forever()
+                    break
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3] == "1")
+    outgoing = float(sys.argv[4]) if len(sys.argv) > 4 else None
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3] == "1", outgoing)
