@@ -153,6 +153,8 @@ class Worker:
         self.listener: Listener | None = None
         self.watcher: QueueWatcher | None = None
         self._executors: dict[str, Executor] = {}
+        #: How many jobs this worker claimed so far (telemetry).
+        self.jobs_claimed = 0
         self._stop_requested = Flag()
         self._force = Flag()
         self._started = Flag()
@@ -415,6 +417,7 @@ class Worker:
         params: dict[str, Any] = {"queue": queue.name, "up_to": up_to, "taken_by": self.taken_by}
         if queue.rate_limit is None:
             rows = await conn.fetchall(fetch_query(tables), params)
+            self.jobs_claimed += len(rows)
             return _in_claim_order(rows)
         async with conn.transaction():
             row = await conn.fetchone(
@@ -431,6 +434,7 @@ class Worker:
                 await conn.execute(
                     rate_limit_use_query(tables), {"queue": queue.name, "claimed": len(rows)}
                 )
+        self.jobs_claimed += len(rows)
         return _in_claim_order(rows)
 
     async def queue_update(self, update: QueuedJob) -> None:

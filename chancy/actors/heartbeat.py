@@ -10,7 +10,7 @@ import anyio
 import anyio.abc
 
 from chancy._sql import cancel_requested_query, expire_workers_query
-from chancy.actors.messages import JOB_CANCELLED
+from chancy.actors.messages import JOB_CANCELLED, Wakeup
 
 if TYPE_CHECKING:
     from chancy.worker import Worker
@@ -24,6 +24,8 @@ class Heartbeat:
         self.worker = worker
         #: Test hook: how many announcements succeeded.
         self.beats = 0
+        #: Set it to announce at once (the queue watcher does when the worker's queues change).
+        self.wakeup = Wakeup()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         worker = self.worker
@@ -32,7 +34,8 @@ class Heartbeat:
         tick = min(worker.heartbeat_poll_interval, CANCEL_CHECK_INTERVAL)
         next_beat = anyio.current_time() + worker.heartbeat_poll_interval
         while True:
-            await anyio.sleep(tick)
+            if await self.wakeup.wait(tick):
+                next_beat = anyio.current_time()
             if anyio.current_time() >= next_beat:
                 if await self._beat():
                     next_beat = anyio.current_time() + worker.heartbeat_poll_interval

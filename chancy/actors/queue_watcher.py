@@ -93,6 +93,7 @@ class QueueWatcher:
         for name, runner in list(self.runners.items()):
             if runner.queue != wanted.get(name):
                 runner.request_stop(worker.shutdown_timeout)
+        before = set(self.runners)
         now = anyio.current_time()
         for name, queue in wanted.items():
             if name in self.runners:
@@ -102,6 +103,8 @@ class QueueWatcher:
                 continue
             self._broken.pop(name, None)
             self._start(queue)
+        if set(self.runners) != before and worker.heartbeat is not None:
+            worker.heartbeat.wakeup.set()  # announce the new set of queues
         self.refreshes += 1
 
     def _start(self, queue: Queue) -> None:
@@ -115,6 +118,8 @@ class QueueWatcher:
             finally:
                 if self.runners.get(queue.name) is runner:
                     del self.runners[queue.name]
+                    if self.worker.heartbeat is not None and not self._stopping:
+                        self.worker.heartbeat.wakeup.set()
                 if runner.failed:
                     self._broken[queue.name] = (queue, anyio.current_time() + RETRY_BROKEN)
                 if not self._stopping:

@@ -8,8 +8,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 import wjobs
+
 from chancy import Chancy
 from chancy.worker import Worker
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+import wjobs
 from conftest import eventually, fetch, job_row
 
-import wjobs
 from chancy import Chancy, Job, Limit, Queue, QueuedJob
 
 pytestmark = pytest.mark.anyio
