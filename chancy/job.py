@@ -288,9 +288,18 @@ def job(**options: Any) -> Callable[[Callable[P, R]], IsAJob[P, R]]:
             wrapper = async_wrapper  # type: ignore[assignment]
 
         wrapper.job = Job(func=path, **options)  # type: ignore[attr-defined]
+        _REGISTERED.add(path)
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+_REGISTERED: set[str] = set()
+
+
+def registered_functions() -> frozenset[str]:
+    """The dotted paths of every `@job` function defined in this process so far."""
+    return frozenset(_REGISTERED)
 
 
 def importable_name(func: Callable[..., Any]) -> str:
@@ -379,5 +388,6 @@ __all__ = [
     "import_function",
     "importable_name",
     "job",
+    "registered_functions",
     "uuid7",
 ]

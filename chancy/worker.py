@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import sniffio
 
 from chancy._db import Conn
 from chancy._sql import (
@@ -49,6 +50,7 @@ from chancy.actors.heartbeat import Heartbeat
 from chancy.actors.listener import Listener
 from chancy.actors.messages import JOB_CANCELLED, Flag, HubEvent
 from chancy.actors.queue_watcher import QueueWatcher
+from chancy.allowlist import AllowList
 from chancy.errors import MigrationRequired
 from chancy.hub import Hub
 from chancy.job import QueuedJob
@@ -107,6 +109,7 @@ class Worker:
         shutdown_timeout: int = 30,
         tags: set[str] | None = None,
         register_signal_handlers: bool = True,
+        allowed_functions: AllowList | None = None,
     ) -> None:
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
             raise ValueError("Worker.worker_id: expected a non-empty string")
@@ -132,6 +135,8 @@ class Worker:
         )
         #: Seconds running jobs get to finish on a graceful stop.
         self.shutdown_timeout = _positive("shutdown_timeout", shutdown_timeout)
+        #: Opt-in: only job functions this allows are imported and run (see chancy.allowlist).
+        self.allowed_functions = allowed_functions
         #: Whether to register SIGTERM/SIGINT handlers while running.
         self.register_signal_handlers = register_signal_handlers
         #: Seconds the batcher waits to fill a batch of outgoing updates.
@@ -162,6 +167,7 @@ class Worker:
         self._running = False
         self._clean = True
         self._own_tg: Any = None
+        self._background: Any = None
         self._cancel_send: Any = None
 
     def __repr__(self) -> str:
@@ -170,37 +176,73 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Worker:
-        await self.start()
+        if self._own_tg is not None or self._running:
+            raise RuntimeError("this worker is already running")
+        await self._check_schema()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self.run)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await tg.__aexit__(None, None, None)
+            raise
+        self._own_tg = tg
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        tg, self._own_tg = self._own_tg, None
+        try:
+            await self.stop()
+        finally:
+            if tg is not None:
+                await tg.__aexit__(None, None, None)
 
     async def start(self) -> None:
-        """Start the worker in a task group of its own and return once it is running.
+        """Start the worker in the background and return once it is running.
 
-        Call `stop()` (or leave `async with`) from the same task to end it.
+        The worker runs as a task of its own (an asyncio task, or a trio system task) until
+        `stop()`, a signal, or the end of the event loop. Prefer `async with Worker(...)` or
+        `await task_group.start(worker.run)`, which keep it inside your task structure.
         """
-        if self._own_tg is not None:
-            raise RuntimeError("this worker was already started")
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._own_tg = tg
-        try:
-            await tg.start(self.run)
-        except BaseException as exc:
-            self._own_tg = None
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        await self._check_schema()
+        ready = anyio.Event()
+        failure: list[BaseException] = []
+
+        class _Status:
+            def started(self, value: object = None) -> None:
+                ready.set()
+
+        async def main() -> None:
+            try:
+                await self.run(task_status=_Status())  # type: ignore[arg-type]
+            except BaseException as exc:  # a background task has no one to raise to
+                if not ready.is_set():
+                    failure.append(exc)
+                elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    self.log.exception("worker %s crashed", self.worker_id)
+            finally:
+                ready.set()
+
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            trio.lowlevel.spawn_system_task(main)
+        else:
+            import asyncio
+
+            self._background = asyncio.get_running_loop().create_task(main())
+        await ready.wait()
+        if failure:
+            raise failure[0]
 
     async def stop(self) -> bool:
         """Stop gracefully; False if running jobs had to be cut off after `shutdown_timeout`."""
-        if self._running or self._started.is_set():
+        if self._running:
             self._stop_requested.set()
             await self._stopped.wait()
-        tg, self._own_tg = self._own_tg, None
-        if tg is not None:
-            await tg.__aexit__(None, None, None)
         return self._clean
 
     async def wait_for_shutdown(self) -> None:

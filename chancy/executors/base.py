@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 
 from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
+from chancy.allowlist import JobNotAllowed
 from chancy.job import Limit, QueuedJob, import_function
 from chancy.queue import Queue
 
@@ -164,6 +165,14 @@ class Executor(abc.ABC):
         """Run the `on_job_starting` hooks, record the job as running and start it."""
         self.running[job.id] = job
         self._idle.clear()
+        allowed = self.worker.allowed_functions
+        if allowed is not None and not allowed.permits(job.func):
+            try:
+                allowed.check(job.func)
+            except JobNotAllowed as exc:
+                self.worker.log.error("job %s refused: %s", job.id, exc)
+                await self.job_finished(job, error=exc, retry=False)
+            return
         plugins = self.worker.chancy.plugins
         if plugins:
             try:
@@ -224,8 +233,10 @@ class Executor(abc.ABC):
         (default: `job.meta`, which in-process jobs mutate); `retry=False` fails the job even
         with attempts left (cancellation).
         """
-        if job.id not in self.running:
-            return job  # released or already finished: nothing to write
+        if not self._holds(job):
+            # Released, already finished, or a stale run of a job that recovery gave back and
+            # this worker claimed again (a later attempt): nothing to write.
+            return job
         new = self.new_state(job, error=error, traceback=traceback, meta=meta, retry=retry)
         if error is None and traceback is not None:
             error = RemoteJobError("Error", traceback.splitlines()[-1] if traceback else "")
@@ -236,14 +247,20 @@ class Executor(abc.ABC):
                 self.worker.log.exception(
                     "plugin %s: on_job_completed failed for job %s", plugin.identifier, job.id
                 )
-        if self.running.pop(job.id, None) is None:
+        if not self._holds(job):
             return new
+        del self.running[job.id]
         self.worker.queue_update_nowait(new)
         self.worker.hub.emit(JOB_FINISHED, job=new)
         if not self.running:
             self._idle.set()
         self.wakeup.set()
         return new
+
+    def _holds(self, job: QueuedJob) -> bool:
+        """Whether `job` is the attempt this executor runs (not a stale run of an earlier one)."""
+        held = self.running.get(job.id)
+        return held is not None and held.attempts == job.attempts
 
     async def wait_idle(self) -> None:
         """Return once no job is running in this executor."""
