@@ -87,3 +87,11 @@ def sync_noop() -> None:
 
 async def count_run(label: str, n: int) -> None:
     record(label, n)
+
+
+async def async_wait_gate(label: str, gate: str, timeout: float = 30) -> None:
+    record(label, "start")
+    with anyio.move_on_after(timeout):
+        while not GATES[gate].is_set():
+            await anyio.sleep(0.01)
+    record(label, "end")

@@ -1,0 +1,162 @@
+"""Starting and stopping: migrations, graceful and forced shutdown, embedding, signals, the
+heartbeat, identity and guarded writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import pytest
+import wjobs
+from conftest import FAST, eventually, fetch, job_row
+
+from chancy import Chancy, Job, Queue, QueuedJob
+from chancy.actors.batcher import Batcher
+from chancy.errors import MigrationRequired
+from chancy.executors.asyncex import AsyncExecutor
+from chancy.worker import Worker
+
+pytestmark = pytest.mark.anyio
+
+ASYNC = Chancy.Executor.Async
+
+
+async def test_unmigrated_database_raises_clear_error(dsn) -> None:
+    async with Chancy(dsn, prefix="never_migrated_", plugins=[]) as app:
+        with pytest.raises(MigrationRequired) as info:
+            async with Worker(app, **FAST):
+                pass
+    message = str(info.value)
+    assert "chancy.migrate()" in message and "misc migrate" in message
+
+
+async def test_graceful_stop_lets_running_jobs_finish(chancy) -> None:
+    await chancy.declare(Queue("q", executor=ASYNC))
+    worker = Worker(chancy, **{**FAST, "worker_id": "g"})
+    await worker.start()
+    ref = await chancy.push(
+        Job(func="wjobs.async_sleep", queue="q", kwargs={"label": "s", "seconds": 0.5})
+    )
+    await eventually(lambda: wjobs.RUNS["s"] == ["start"])
+    assert [w["worker_id"] for w in await chancy.get_all_workers()] == ["g"]
+    with anyio.fail_after(5):
+        assert await worker.stop() is True
+    state, attempts = await job_row(chancy, ref.identifier, "state", "attempts")
+    assert (state, attempts) == ("succeeded", 1)
+    assert await chancy.get_all_workers() == [], "a clean exit leaves the cluster"
+
+
+@pytest.mark.parametrize("kind", ["async", "threaded"])
+async def test_stop_timeout_puts_running_jobs_back(chancy, kind) -> None:
+    executor = ASYNC if kind == "async" else Chancy.Executor.Threaded
+    await chancy.declare(Queue("q", executor=executor, concurrency=2))
+    worker = Worker(chancy, **{**FAST, "shutdown_timeout": 0.5})
+    await worker.start()
+    func = "wjobs.async_wait_gate" if kind == "async" else "wjobs.sync_wait_gate"
+    refs = [
+        await chancy.push(Job(func=func, queue="q", kwargs={"label": "w", "gate": "never"}))
+        for _ in range(2)
+    ]
+    await eventually(lambda: wjobs.RUNS["w"] == ["start", "start"])
+    try:
+        with anyio.fail_after(5):
+            assert await worker.stop() is False
+    finally:
+        wjobs.GATES["never"].set()
+    for ref in refs:
+        row = await job_row(chancy, ref.identifier, "state", "attempts", "taken_by", "started_at")
+        assert row == ("pending", 0, None, None)
+
+
+async def test_embedded_run_cancelled_puts_jobs_back(chancy) -> None:
+    await chancy.declare(Queue("q", executor=ASYNC))
+    worker = Worker(chancy, **FAST)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        ref = await chancy.push(
+            Job(func="wjobs.async_sleep", queue="q", kwargs={"label": "e", "seconds": 30})
+        )
+        done = await chancy.push(Job(func="wjobs.async_noop", queue="q"))
+        await eventually(lambda: wjobs.RUNS["e"] == ["start"])
+        tg.cancel_scope.cancel()
+    assert (await job_row(chancy, ref.identifier, "state", "attempts")) == ("pending", 0)
+    assert await worker.stop() is True  # already stopped: a no-op
+    assert (await job_row(chancy, done.identifier, "state"))[0] in ("pending", "succeeded")
+
+
+async def test_signals_graceful_then_immediate(chancy) -> None:
+    await chancy.declare(Queue("q", executor=ASYNC))
+    worker = Worker(chancy, **{**FAST, "register_signal_handlers": True, "shutdown_timeout": 30})
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            ref = await chancy.push(
+                Job(func="wjobs.async_sleep", queue="q", kwargs={"label": "k", "seconds": 30})
+            )
+            await eventually(lambda: wjobs.RUNS["k"] == ["start"])
+            os.kill(os.getpid(), signal.SIGTERM)
+            await eventually(worker.shutdown_event.is_set)
+            await anyio.sleep(0.3)
+            assert not worker._stopped.is_set(), "the first signal waits for running jobs"
+            os.kill(os.getpid(), signal.SIGINT)
+            await worker.wait_for_shutdown()
+    assert (await job_row(chancy, ref.identifier, "state", "attempts")) == ("pending", 0)
+
+
+async def test_heartbeat_announces_and_expires(chancy, start_worker) -> None:
+    await chancy.declare(Queue("q", executor=ASYNC))
+    await fetch(
+        chancy,
+        "INSERT INTO {workers} (worker_id, incarnation, hostname, pid, expires_at)"
+        " VALUES ('ghost', 'x', 'h', 1, now() - interval '1 second') RETURNING 1",
+    )
+    worker = await start_worker(worker_id="alive")
+    await eventually(lambda: worker.heartbeat.beats >= 2, timeout=5)
+    workers = {w["worker_id"]: w for w in await chancy.get_all_workers()}
+    assert set(workers) == {"alive"}, "the expired worker was removed"
+    me = workers["alive"]
+    assert me["incarnation"] == worker.incarnation and me["pid"] == os.getpid()
+    assert me["queues"] == ["q"] and "worker_id=alive" in me["tags"]
+    assert me["expires_at"] > me["last_seen"]
+
+
+async def test_identity_includes_a_nonce(chancy) -> None:
+    a, b = Worker(chancy, worker_id="same"), Worker(chancy, worker_id="same")
+    assert a.taken_by != b.taken_by
+    assert a.taken_by.startswith("same:") and b.taken_by.startswith("same:")
+
+
+async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
+    queue = await chancy.declare(Queue("q", executor=ASYNC))
+    ref = await chancy.push(Job(func="wjobs.async_noop", queue="q", max_attempts=3))
+    worker = Worker(chancy, **FAST)
+    async with chancy.db.connection() as conn:
+        (job,) = await worker.fetch_jobs(queue, conn, up_to=5)
+        assert await worker.fetch_jobs(queue, conn, up_to=5) == []
+    assert job.id == ref.identifier and job.attempts == 1 and job.state == QueuedJob.State.RUNNING
+    row = await job_row(chancy, job.id, "state", "attempts", "taken_by")
+    assert row == ("running", 1, worker.taken_by)
+
+    finished = AsyncExecutor(worker, queue).new_state(job)
+    batcher = Batcher(worker)
+
+    async def write_and_read() -> tuple:
+        assert await batcher.write([finished])
+        return await job_row(chancy, job.id, "state", "attempts", "taken_by")
+
+    # Presumed dead, the job was taken by another worker: the late write changes nothing.
+    await fetch(
+        chancy, "UPDATE {jobs} SET taken_by = 'other:1' WHERE id = %s RETURNING 1", (job.id,)
+    )
+    assert await write_and_read() == ("running", 1, "other:1")
+    # Same worker string but a later attempt: still nothing.
+    await fetch(
+        chancy,
+        "UPDATE {jobs} SET taken_by = %s, attempts = 2 WHERE id = %s RETURNING 1",
+        (worker.taken_by, job.id),
+    )
+    assert await write_and_read() == ("running", 2, worker.taken_by)
+    # The holder in the claimed attempt: written.
+    await fetch(chancy, "UPDATE {jobs} SET attempts = 1 WHERE id = %s RETURNING 1", (job.id,))
+    assert await write_and_read() == ("succeeded", 1, None)
