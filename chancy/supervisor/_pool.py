@@ -148,6 +148,8 @@ class ChildPool:
         self._slots = [_Slot(i) for i in range(size)]
         self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
         self._running: dict[str, _Running] = {}
+        # Jobs accepted by run_job but not yet in a child -> a cancel reason, if cancelled.
+        self._waiting: dict[str, str | None] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -275,7 +277,12 @@ class ChildPool:
             raise PoolClosed("the pool is not running")
         if job_id is None:
             job_id = msgspec.json.decode(job, type=_JobId).id
-        slot = await self._free_receive.receive()
+        self._waiting[job_id] = None
+        try:
+            slot = await self._free_receive.receive()
+        except BaseException:
+            self._waiting.pop(job_id, None)
+            raise
         retire = True
         try:
             child = slot.child
@@ -287,6 +294,10 @@ class ChildPool:
                     child = slot.child = await self._spawn()
                 except (ChildStartError, OSError) as exc:
                     return Outcome(job_id, False, _error("ChildStartError", str(exc)))
+            cancelled = self._waiting.pop(job_id, None)
+            if cancelled is not None:
+                retire = False
+                return Outcome(job_id, False, _error("JobCancelled", cancelled), pid=child.pid)
             running = _Running(job_id, child, memory_limit, time_limit)
             self._running[job_id] = running
             try:
@@ -301,6 +312,7 @@ class ChildPool:
             )
             return outcome
         finally:
+            self._waiting.pop(job_id, None)
             if retire:
                 self._retire(slot)
             else:
@@ -309,10 +321,14 @@ class ChildPool:
     async def cancel(self, job_id: str, reason: str = "job cancelled") -> bool:
         """Ask the running job to stop (``JobCancelled`` inside it); kill after the grace.
 
-        Returns ``False`` if the pool is not running that job.
+        A job still waiting for a child is not started at all. Returns ``False`` if the pool
+        does not hold that job.
         """
         running = self._running.get(job_id)
         if running is None:
+            if job_id in self._waiting:
+                self._waiting[job_id] = reason
+                return True
             return False
         if running.verdict is None:
             running.verdict = _error("JobCancelled", reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
@@ -49,7 +50,23 @@ def kill_tree(proc: psutil.Process, group: int | None) -> list[psutil.Process]:
     return procs
 
 
+def _dead(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE  # dead, only waiting to be reaped
+    except psutil.Error:
+        return True
+
+
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until *procs* are gone; returns those still alive after *timeout*."""
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    """Wait until *procs* are dead; returns those still alive after *timeout*.
+
+    A zombie counts as dead: it holds no memory, and a job's orphaned grandchild is reaped
+    by init (or the nearest subreaper) whenever that gets to it. Do not pass the
+    supervisor's own child: it is reaped through its ``Popen``.
+    """
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _dead(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.002)
+        alive = [p for p in alive if not _dead(p)]
     return alive

@@ -1,8 +1,251 @@
-"""`chancy-supervisor`: not there yet (see issue 4)."""
+"""`chancy-supervisor`: run the worker's actors and child processes as a long-running service.
 
+    chancy-supervisor --app myproject.worker:chancy
+    chancy-supervisor --app myproject.worker:chancy --check      # health check, exit 0/1
+
+SIGTERM or SIGINT stops it gracefully (stop claiming, let running jobs finish for up to
+`--shutdown-timeout` seconds, then put the rest back to pending); a second signal stops it at
+once. Children never outlive it: they exit when their pipe closes, and on Linux the kernel
+kills them when the supervisor dies (PR_SET_PDEATHSIG), even after `kill -9`.
+
+The status file (`--status-file`, else $CHANCY_STATUS_FILE, else
+`<tempdir>/chancy-supervisor-<uid>.json`) is written atomically at start and every few seconds
+and removed on a clean exit; `--check` reads it (see docs/deploy.md for the contract).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import psycopg
+
+from chancy._appref import AppRefError, load_app
+from chancy.allowlist import AllowList
+from chancy.app import Chancy
+from chancy.errors import DatabaseUnavailable, MigrationRequired
+from chancy.worker import Worker
+
+#: Seconds between two writes of the status file.
+STATUS_INTERVAL = 5.0
 
 
-def main() -> int:
-    print("chancy-supervisor is not implemented yet", file=sys.stderr)
-    return 2
+def default_status_file() -> Path:
+    path = os.environ.get("CHANCY_STATUS_FILE")
+    if path:
+        return Path(path)
+    return Path(tempfile.gettempdir()) / f"chancy-supervisor-{os.getuid()}.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chancy-supervisor",
+        description="Run Chancy's worker (heartbeat, queue watcher, fetchers, batcher, listener, "
+        "plugins) and its supervised child processes until SIGTERM/SIGINT.",
+    )
+    parser.add_argument(
+        "--app",
+        help="module:attribute naming a Chancy instance or a function returning one "
+        "(default: $CHANCY_APP)",
+    )
+    parser.add_argument("--worker-id", help="this worker's id (default: a random UUID)")
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="an extra worker tag, e.g. has=gpu (repeatable); queues pick workers by tag",
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    parser.add_argument(
+        "--migrate", action="store_true", help="migrate the database before starting"
+    )
+    parser.add_argument(
+        "--shutdown-timeout", type=float, default=30, help="seconds running jobs get on SIGTERM"
+    )
+    parser.add_argument("--heartbeat-poll-interval", type=float, default=30)
+    parser.add_argument("--heartbeat-timeout", type=float, default=90)
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE_PREFIX",
+        help="allow only job functions under this module prefix (repeatable). A job row names "
+        "its function by a dotted path, so whoever can write the jobs table can otherwise run "
+        "any importable function (os.system ...). Refused jobs fail without being imported.",
+    )
+    parser.add_argument(
+        "--allow-registered",
+        action="store_true",
+        help="allow functions decorated with @job in modules the app imports",
+    )
+    parser.add_argument(
+        "--backend", choices=["asyncio", "trio"], default="asyncio", help="the event loop"
+    )
+    parser.add_argument("--status-file", type=Path, help="where the health status is written")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 if the supervisor on this host is alive, its children up, "
+        "the database reachable and its heartbeat fresh; else print why and exit 1",
+    )
+    return parser
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _children(worker: Worker) -> list[int]:
+    pids: list[int] = []
+    for executor in worker.executors().values():
+        pool = getattr(executor, "pool", None)
+        if pool is not None:
+            pids.extend(pool.pids())
+    return pids
+
+
+def write_status(path: Path, worker: Worker) -> None:
+    """Write the status file atomically (write, then rename)."""
+    me = psutil.Process()
+    status = {
+        "pid": me.pid,
+        "create_time": me.create_time(),
+        "worker_id": worker.worker_id,
+        "incarnation": worker.incarnation,
+        "prefix": worker.chancy.prefix,
+        "children": _children(worker),
+        "updated_at": time.time(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{me.pid}.tmp")
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, path)
+
+
+async def _status_writer(path: Path, worker: Worker) -> None:
+    while True:
+        try:
+            write_status(path, worker)
+        except OSError as exc:
+            worker.log.warning("cannot write the status file %s: %s", path, exc)
+        await anyio.sleep(STATUS_INTERVAL)
+
+
+async def serve(app: Chancy, args: argparse.Namespace) -> int:
+    allow = (
+        AllowList(args.allow, registered=args.allow_registered)
+        if args.allow or args.allow_registered
+        else None
+    )
+    status_file: Path = args.status_file or default_status_file()
+    async with app:
+        if args.migrate:
+            await app.migrate()
+        worker = Worker(
+            app,
+            worker_id=args.worker_id,
+            tags=set(args.tag),
+            shutdown_timeout=args.shutdown_timeout,
+            heartbeat_poll_interval=args.heartbeat_poll_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+            register_signal_handlers=True,
+            allowed_functions=allow,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                app.log.info(
+                    "chancy-supervisor %s running (pid %d, status file %s)",
+                    worker.worker_id,
+                    os.getpid(),
+                    status_file,
+                )
+                tg.start_soon(_status_writer, status_file, worker)
+                await worker.wait_for_shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            try:
+                status_file.unlink(missing_ok=True)
+            except OSError:
+                pass
+    app.log.info("chancy-supervisor %s stopped", worker.worker_id)
+    return 0
+
+
+# -- the health check --------------------------------------------------------------------------
+
+
+def check(app: Chancy, path: Path) -> tuple[bool, str]:
+    """Whether the supervisor described by the status file at `path` is healthy, and why not."""
+    try:
+        status: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False, f"no status file at {path}: is chancy-supervisor running?"
+    except (OSError, ValueError) as exc:
+        return False, f"unreadable status file {path}: {exc}"
+    try:
+        proc = psutil.Process(status["pid"])
+        alive = proc.is_running() and abs(proc.create_time() - status["create_time"]) < 1
+    except (psutil.Error, KeyError):
+        alive = False
+    if not alive:
+        return False, f"the supervisor (pid {status.get('pid')}) is not running"
+    for pid in status.get("children", []):
+        if not psutil.pid_exists(pid):
+            return False, f"child process {pid} is gone"
+    try:
+        with psycopg.connect(app.dsn, connect_timeout=5, autocommit=True) as conn:
+            conn.execute("SET statement_timeout = 5000")
+            row = conn.execute(
+                app.tables.q(
+                    "SELECT expires_at > now() FROM {workers}"
+                    " WHERE worker_id = %s AND incarnation = %s"
+                ),
+                (status["worker_id"], status["incarnation"]),
+            ).fetchone()
+    except psycopg.Error as exc:
+        return False, f"database unreachable: {str(exc).strip().splitlines()[-1]}"
+    if row is None:
+        return False, f"worker {status['worker_id']} has no heartbeat row"
+    if not row[0]:
+        return False, f"worker {status['worker_id']}'s heartbeat expired"
+    children = len(status.get("children", []))
+    return True, f"ok: worker {status['worker_id']} (pid {status['pid']}, {children} children)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `chancy-supervisor` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        app = load_app(args.app)
+    except AppRefError as exc:
+        print(f"chancy-supervisor: {exc}", file=sys.stderr)
+        return 2
+    level = getattr(logging, str(args.log_level).upper(), None)
+    if not isinstance(level, int):
+        print(f"chancy-supervisor: unknown --log-level {args.log_level!r}", file=sys.stderr)
+        return 2
+    app.log.setLevel(level)
+    if args.check:
+        ok, message = check(app, args.status_file or default_status_file())
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    try:
+        return anyio.run(serve, app, args, backend=args.backend)
+    except (MigrationRequired, DatabaseUnavailable, ValueError) as exc:
+        print(f"chancy-supervisor: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

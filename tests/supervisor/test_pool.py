@@ -205,6 +205,31 @@ async def test_cancel(func: str, child_exit: str | None) -> None:
     assert after.ok and after.pid != outcome.pid
 
 
+async def test_cancel_a_job_still_waiting_for_a_child(tmp_path: Path) -> None:
+    first_id, first = packed("sleep", seconds=60)
+    waiting_id, waiting = packed("wait_forever", pid_file=str(tmp_path / "ran"))
+    outcomes: dict[str, Outcome] = {}
+    async with pool(1) as p:
+
+        async def runner(job_id: str, job: bytes) -> None:
+            outcomes[job_id] = await p.run_job(job, job_id=job_id)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner, first_id, first)
+                while first_id not in p.running_jobs:
+                    await anyio.sleep(0.01)
+                tg.start_soon(runner, waiting_id, waiting)
+                await anyio.sleep(0.1)
+                assert await p.cancel(waiting_id)  # queued behind the first job
+                assert await p.cancel(first_id)
+    assert outcomes[waiting_id].error is not None
+    assert outcomes[waiting_id].error.type == "JobCancelled"
+    assert not (tmp_path / "ran").exists()  # it never started
+    assert outcomes[first_id].error is not None
+    assert outcomes[first_id].error.type == "JobCancelled"
+
+
 async def test_cancelled_caller_kills_the_child(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     async with pool() as p:
