@@ -6,8 +6,19 @@ worker or only on the leader (`leader_only`), may own tables (`migrations()`, mi
 `Chancy.is_up_to_date()`), and may change a job as it starts and as it completes
 (`on_job_starting`, `on_job_completed`). Pruning calls every plugin's `cleanup()`.
 
-The worker starts each plugin's `run()` in its task group. A leader-only plugin's actor does its
-work only while `worker.is_leader` is set; `leader_passes()` is the loop they share.
+The worker starts each plugin's `run()` in its task group (a plugin that raises is logged and
+restarted). A leader-only plugin's actor does its work only while `worker.is_leader` is set;
+`leader_passes()` is the loop they share. A small plugin::
+
+    class Report(Plugin):
+        identifier = "report"
+        dependencies = ("leadership",)
+        leader_only = True
+
+        async def run(self, worker, chancy, *, task_status=anyio.TASK_STATUS_IGNORED):
+            task_status.started()
+            async for _ in leader_passes(worker, 60):
+                ...  # runs once a minute, on the leader only
 """
 
 from __future__ import annotations
@@ -117,12 +128,12 @@ def emit(worker: Worker, event: str, **data: Any) -> None:
 async def leader_passes(worker: Worker, interval: float) -> AsyncIterator[None]:
     """Yield once every `interval` seconds while the worker leads (first pass at once).
 
-    While it does not lead, checks again every `min(interval, 1)` seconds, so a worker that
-    becomes the leader starts the leader's work promptly.
+    While it does not lead, waits for `worker.is_leader`, so a worker that becomes the leader
+    starts the leader's work at once.
     """
     while True:
-        if is_leader(worker):
-            yield
-            await anyio.sleep(interval)
-        else:
-            await anyio.sleep(min(interval, 1.0))
+        if not is_leader(worker):
+            await worker.is_leader.wait()
+            continue
+        yield
+        await anyio.sleep(interval)

@@ -171,7 +171,9 @@ class Executor(abc.ABC):
                 allowed.check(job.func)
             except JobNotAllowed as exc:
                 self.worker.log.error("job %s refused: %s", job.id, exc)
-                await self.job_finished(job, error=exc, retry=False)
+                await self.job_finished(
+                    job, error=exc, traceback=f"JobNotAllowed: {exc}", retry=False
+                )
             return
         plugins = self.worker.chancy.plugins
         if plugins:

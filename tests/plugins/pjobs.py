@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from chancy.job import QueuedJob
+
 
 def noop() -> None:
     return None
@@ -41,3 +43,11 @@ async def sleep_forever() -> None:
     import anyio
 
     await anyio.sleep_forever()
+
+
+def record_job(path: str, pause: float = 0.0, *, job: QueuedJob) -> None:
+    """Append the running job's id to `path`, then sleep `pause` seconds."""
+    with open(path, "a") as f:
+        f.write(f"{job.id}\n")
+    if pause:
+        time.sleep(pause)
