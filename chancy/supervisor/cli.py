@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--status-file", type=Path, help="where the health status is written")
     parser.add_argument(
+        "--status-interval", type=float, default=STATUS_INTERVAL, help="seconds between writes"
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="health check: exit 0 if the supervisor on this host is alive, its children up, "
@@ -105,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _children(worker: Worker) -> list[int]:
     pids: list[int] = []
-    for executor in worker.executors().values():
+    for executor in worker.executors.values():
         pool = getattr(executor, "pool", None)
         if pool is not None:
-            pids.extend(pool.pids())
+            pids.extend(pool.pids)
     return pids
 
 
@@ -130,13 +133,13 @@ def write_status(path: Path, worker: Worker) -> None:
     os.replace(tmp, path)
 
 
-async def _status_writer(path: Path, worker: Worker) -> None:
+async def _status_writer(path: Path, worker: Worker, interval: float) -> None:
     while True:
         try:
             write_status(path, worker)
-        except OSError as exc:
+        except Exception as exc:  # the status file must never take the supervisor down
             worker.log.warning("cannot write the status file %s: %s", path, exc)
-        await anyio.sleep(STATUS_INTERVAL)
+        await anyio.sleep(interval)
 
 
 async def serve(app: Chancy, args: argparse.Namespace) -> int:
@@ -168,7 +171,7 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
                     os.getpid(),
                     status_file,
                 )
-                tg.start_soon(_status_writer, status_file, worker)
+                tg.start_soon(_status_writer, status_file, worker, args.status_interval)
                 await worker.wait_for_shutdown()
                 tg.cancel_scope.cancel()
         finally:
@@ -240,11 +243,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     try:
         return anyio.run(serve, app, args, backend=args.backend)
-    except (MigrationRequired, DatabaseUnavailable, ValueError) as exc:
-        print(f"chancy-supervisor: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        reason = _user_error(exc)
+        if reason is None:
+            raise
+        print(f"chancy-supervisor: {reason}", file=sys.stderr)
+        return 1
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The error worth one line to the user (also from inside task groups), else None."""
+    if isinstance(exc, MigrationRequired | DatabaseUnavailable | ValueError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _user_error(inner)) is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":
