@@ -45,11 +45,11 @@ async def add_job(
     cancel_requested: bool = False,
     queue: str = "default",
 ) -> str:
-    """Push a job, then force its row into the given state; returns its id."""
-    try:
-        await app.declare(Queue(queue))
-    except Exception:  # already declared
-        pass
+    """Push a job, then force its row into the given state; returns its id.
+
+    The job's queue is declared paused (unless it exists), so no running worker takes it.
+    """
+    await app.declare(Queue(queue, state=Queue.State.PAUSED))
     ref = await app.push(Job(func="pjobs.noop", queue=queue, max_attempts=max_attempts))
     async with app.db.connection() as conn:
         await conn.execute(
