@@ -153,6 +153,7 @@ class ChildPool:
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._used = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -173,6 +174,9 @@ class ChildPool:
         self._tg = None
 
     async def __aenter__(self) -> ChildPool:
+        if self._used:
+            raise RuntimeError("a ChildPool runs once; create a new one")
+        self._used = True
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self._lifespan())
         self._exit_stack = stack

@@ -279,7 +279,11 @@ def serve(fd: int, parent_pid: int) -> int:
         message = inbox.get()
         if isinstance(message, Shutdown):
             return 0
-        frames.send(run_job(message))
+        done = run_job(message)
+        try:
+            frames.send(done)
+        except ProtocolError as exc:  # e.g. a meta too large for one frame
+            frames.send(JobDone(job_id=done.job_id, ok=False, meta=b"{}", error=error_info(exc)))
 
 
 def main(argv: list[str] | None = None) -> None:
