@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.worker import Worker
 
+#: Hub event kinds (body: worker_id).
+GAINED = "leadership.gained"
+LOST = "leadership.lost"
+
 
 async def try_acquire(chancy: Chancy, worker_id: str, incarnation: str, timeout: float) -> bool:
     """Take the lease if it is free or expired, or renew it if we hold it; True if we lead."""
@@ -137,8 +141,8 @@ class Leadership(Plugin):
         if leads and not was:
             worker.is_leader.set()
             worker.chancy.log.info("leadership: worker %s is now the leader", worker_id)
-            emit(worker, "leadership.gained", worker_id=worker_id)
+            emit(worker, GAINED, worker_id=worker_id)
         elif was and not leads:
             worker.is_leader.clear()
             worker.chancy.log.info("leadership: worker %s is no longer the leader", worker_id)
-            emit(worker, "leadership.lost", worker_id=worker_id)
+            emit(worker, LOST, worker_id=worker_id)

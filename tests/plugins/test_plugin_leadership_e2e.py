@@ -101,3 +101,16 @@ async def test_leader_sigkilled_is_replaced_within_the_timeout(procs, make_app) 
     took = time.monotonic() - killed
     assert took < 2 + 0.3 + 2.5, f"handover took {took:.1f} s"
     assert procs.alive(survivor)
+
+
+async def test_default_plugins_make_a_lone_worker_the_leader(dsn: str, prefix: str) -> None:
+    app = Chancy(dsn, prefix=prefix)  # plugins=None: leadership, recovery, pruning
+    async with app:
+        await app.migrate()
+        assert await app.is_up_to_date()
+        with anyio.fail_after(20):
+            async with Worker(app, worker_id="solo", **FAST) as worker:
+                await eventually(lambda: _true(worker), timeout=5)
+                assert await leader_id(app) == "solo"
+        assert not worker.is_leader.is_set()
+        assert await leader_id(app) is None  # released on a clean stop

@@ -95,7 +95,7 @@ async def test_recovery_never_changes_a_job_completed_meanwhile(
             rescuer = Worker(app, worker_id="rescuer", heartbeat_poll_interval=1)
             await tg.start(rescuer.run)
             await eventually(lambda: _leads(rescuer), timeout=10)
-            for _ in range(40):
+            for _ in range(30):
                 await look_dead()
                 await anyio.sleep(0.05)
 
