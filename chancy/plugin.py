@@ -17,14 +17,16 @@ restarted). A leader-only plugin's actor does its work only while `worker.is_lea
 
         async def run(self, worker, chancy, *, task_status=anyio.TASK_STATUS_IGNORED):
             task_status.started()
-            async for _ in leader_passes(worker, 60):
-                ...  # runs once a minute, on the leader only
+            await leader_passes(worker, 60, self.report)  # once a minute, on the leader only
+
+        async def report(self) -> None:
+            ...
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -125,15 +127,18 @@ def emit(worker: Worker, event: str, **data: Any) -> None:
         hub.emit(event, **data)
 
 
-async def leader_passes(worker: Worker, interval: float) -> AsyncIterator[None]:
-    """Yield once every `interval` seconds while the worker leads (first pass at once).
+async def leader_passes(
+    worker: Worker, interval: float, work: Callable[[], Awaitable[object]]
+) -> None:
+    """Await `work()` every `interval` seconds while the worker leads (first pass at once);
+    runs until cancelled.
 
-    While it does not lead, waits for `worker.is_leader`, so a worker that becomes the leader
-    starts the leader's work at once.
+    While the worker does not lead, waits for `worker.is_leader`, so a worker that becomes the
+    leader starts the leader's work at once.
     """
     while True:
         if not is_leader(worker):
             await worker.is_leader.wait()
             continue
-        yield
+        await work()
         await anyio.sleep(interval)

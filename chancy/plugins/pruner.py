@@ -107,7 +107,8 @@ class Pruner(Plugin):
         self, worker: Worker, chancy: Chancy, *, task_status: Any = anyio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
-        async for _ in leader_passes(worker, self.poll_interval):
+
+        async def one_pass() -> None:
             try:
                 deleted = await self.prune(chancy)
             except Exception as exc:
@@ -115,3 +116,5 @@ class Pruner(Plugin):
             else:
                 if deleted:
                     emit(worker, "pruner.pruned", count=deleted)
+
+        await leader_passes(worker, self.poll_interval, one_pass)

@@ -138,8 +138,11 @@ class Recovery(Plugin):
         self, worker: Worker, chancy: Chancy, *, task_status: Any = anyio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
-        async for _ in leader_passes(worker, self.poll_interval):
+
+        async def one_pass() -> None:
             try:
                 await self.rescue(chancy, worker)
             except Exception as exc:
                 chancy.log.warning("recovery: pass failed (%s); retrying next pass", exc)
+
+        await leader_passes(worker, self.poll_interval, one_pass)
