@@ -224,8 +224,20 @@ async def fire_due(chancy: Chancy, *, limit: int = 100) -> tuple[list[tuple[str,
             for name, cron, tz, packed, tick in rows:
                 try:
                     following = next_tick(cron, tz, max(now, tick))
-                except Exception as exc:  # a schedule that no longer parses: try again later
-                    chancy.log.error("cron: schedule %r cannot be evaluated: %s", name, exc)
+                except Exception as exc:  # edited by hand into something unusable
+                    chancy.log.error(
+                        "cron: schedule %r cannot be evaluated (%s); looking again in an hour",
+                        name,
+                        exc,
+                    )
+                    await conn.execute(
+                        chancy.tables.q(
+                            "UPDATE {schedules} SET next_run = now() + interval '1 hour'"
+                            " WHERE name = %s",
+                            schedules=table,
+                        ),
+                        (name,),
+                    )
                     continue
                 try:
                     job = Job.unpack(packed).with_scheduled_at(tick)
@@ -284,5 +296,6 @@ class Cron(Plugin):
                 self.fired += fired
                 for name, tick in fired:
                     emit(worker, "cron.fired", name=name, tick=tick.isoformat())
-                wait = min(wait, until_next + 0.005)
+                # A due schedule another worker is firing shows as due: look again shortly.
+                wait = min(wait, max(until_next + 0.005, 0.05))
             await anyio.sleep(wait)

@@ -108,3 +108,19 @@ async def test_an_undeclared_queue_does_not_block_the_schedule(make_app) -> None
     assert fired == []
     (row,) = await get_schedules(app)
     assert row.next_run > datetime.now(UTC)
+
+
+async def test_a_broken_schedule_is_postponed_not_retried_in_a_loop(make_app) -> None:
+    app = await make_app(plugins=[Cron()])
+    await app.declare(Queue("default"))
+    await schedule(app, "0 0 1 1 *", Job(func="pjobs.noop"), name="broken")
+    async with app.db.connection() as conn:
+        await conn.execute(
+            app.tables.q(
+                "UPDATE {s} SET cron = 'not a cron', next_run = now() - interval '1 second'",
+                s=app.tables("cron_schedules"),
+            )
+        )
+    fired, wait = await fire_due(app)
+    assert fired == [] and wait > 3000
+    assert await count_jobs(app) == 0
