@@ -78,8 +78,15 @@ def test_two_processes_migrating_at_once(dsn: str, prefix: str) -> None:
     assert migrated == 1, results
 
 
-def test_embedded_server_when_no_dsn(tmp_path, monkeypatch, caplog) -> None:
+def test_embedded_server_when_no_dsn(monkeypatch, caplog) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     from chancy.embedded import default_dsn, embedded_dsn
+
+    # Directly under the temp dir: the server may run as another user, who must reach it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="chancy-embedded-"))
 
     monkeypatch.setenv("CHANCY_DSN", "postgresql://example.invalid/db")
     assert default_dsn() == "postgresql://example.invalid/db"
@@ -90,3 +97,7 @@ def test_embedded_server_when_no_dsn(tmp_path, monkeypatch, caplog) -> None:
 
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    import pgserver
+
+    pgserver.get_server(tmp_path / "pg").cleanup()
+    shutil.rmtree(tmp_path, ignore_errors=True)
