@@ -95,3 +95,7 @@ async def async_wait_gate(label: str, gate: str, timeout: float = 30) -> None:
         while not GATES[gate].is_set():
             await anyio.sleep(0.01)
     record(label, "end")
+
+
+async def async_bad_meta(kind: str, *, job: QueuedJob) -> None:
+    job.meta["value"] = "nul\x00inside" if kind == "nul" else object()

@@ -67,9 +67,23 @@ class Outbox:
             self.arrived.set()
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb refuses NUL characters: they become U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        if "\\u0000" in text:
+            text = json.dumps(_without_nul(value), allow_nan=False, separators=(",", ":"))
+        return text
     except (TypeError, ValueError) as exc:
         log.error(
             "job %s: its %s cannot be stored as JSON (%s); storing a note", job.id, field, exc
@@ -118,32 +132,47 @@ class Batcher:
     async def write(self, batch: list[QueuedJob], *, deadline: float = math.inf) -> bool:
         """Write `batch`, retrying with backoff until it is written or `deadline` passes.
 
-        Returns False (and puts the batch back) when the deadline passed first.
+        Returns False (and puts the batch back) when the deadline passed first. A batch that
+        keeps failing is split in halves, so one update the database refuses cannot hold back
+        the others (that one is retried on its own, still never dropped).
         """
         delay = 0.05
+        failures = 0
         params = batch_params(self.worker, batch)
-        try:
-            while True:
-                try:
-                    async with self.worker.chancy.db.connection() as conn:
-                        row = await conn.fetchone(self._query, params)
-                    break
-                except Exception as exc:
-                    if anyio.current_time() + delay > deadline:
-                        self.outbox.put_back(batch)
+        while True:
+            try:
+                async with self.worker.chancy.db.connection() as conn:
+                    row = await conn.fetchone(self._query, params)
+                break
+            except anyio.get_cancelled_exc_class():
+                # Stopped mid-write: the final flush writes it again (a repeat changes nothing).
+                self.outbox.put_back(batch)
+                raise
+            except Exception as exc:
+                failures += 1
+                if anyio.current_time() + delay > deadline:
+                    self.outbox.put_back(batch)
+                    return False
+                self.worker.log.warning(
+                    "writing %d job updates failed (%s); retrying in %.2f s",
+                    len(batch),
+                    str(exc).strip() or type(exc).__name__,
+                    delay,
+                )
+                await self._sleep(delay, batch)
+                delay = min(delay * 2, 5.0)
+                if failures >= 3 and len(batch) > 1:
+                    half = len(batch) // 2
+                    first, second = batch[:half], batch[half:]
+                    try:
+                        written = await self.write(first, deadline=deadline)
+                    except anyio.get_cancelled_exc_class():
+                        self.outbox.put_back(second)
+                        raise
+                    if not written:
+                        self.outbox.put_back(second)
                         return False
-                    self.worker.log.warning(
-                        "writing %d job updates failed (%s); retrying in %.2f s",
-                        len(batch),
-                        exc,
-                        delay,
-                    )
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-        except BaseException:
-            # Cancelled mid-write: the final flush writes it again (a repeat changes nothing).
-            self.outbox.put_back(batch)
-            raise
+                    return await self.write(second, deadline=deadline)
         updated = row[0] if row else 0
         self.written += updated
         if updated < len(batch):
@@ -154,6 +183,13 @@ class Batcher:
             )
         self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated)
         return True
+
+    async def _sleep(self, delay: float, batch: list[QueuedJob]) -> None:
+        try:
+            await anyio.sleep(delay)
+        except anyio.get_cancelled_exc_class():
+            self.outbox.put_back(batch)
+            raise
 
     async def flush(self, *, timeout: float) -> bool:
         """Write everything in the outbox (call shielded); False if `timeout` ran out."""

@@ -11,6 +11,7 @@ enforced in-process: use the process executor for hard limits.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 from typing import Any
@@ -97,6 +98,10 @@ class AsyncExecutor(Executor):
         )
 
     async def _run_one(self, job: QueuedJob) -> None:
+        if job.id in self._cancelled:  # cancelled while it waited for a slot
+            self._cancelled.discard(job.id)
+            await self.job_finished(job, error=JobCancelled("job cancelled"), retry=False)
+            return
         error: BaseException | None = None
         retry = True
         limit = time_limit(job)
@@ -104,8 +109,6 @@ class AsyncExecutor(Executor):
         self._scopes[job.id] = scope
         started = time.perf_counter()
         try:
-            if job.id in self._cancelled:
-                scope.cancel()
             call = prepare_call(job.func)
             kwargs = call_kwargs(call, job)
             with scope:
@@ -114,7 +117,9 @@ class AsyncExecutor(Executor):
                 if call.is_async:
                     await call.func(**kwargs)
                 else:
-                    await self._call_sync(call.func, kwargs)
+                    result = await self._call_sync(call.func, kwargs)
+                    if inspect.isawaitable(result):
+                        await result
         except (Exception, SystemExit) as exc:
             error = exc
         finally:

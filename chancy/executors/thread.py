@@ -8,7 +8,10 @@ What threads cannot do: a thread cannot be stopped from outside. When a job is c
 (`Chancy.cancel_job`) or runs past its `Limit.Type.TIME` limit, the job is marked FAILED (a time
 limit is retried when attempts are left) and its slot is freed at once, but the thread itself
 runs on until the function returns and its result is discarded. `Limit.Type.MEMORY` is not
-enforced (threads share the worker's memory). For hard limits use the process executor.
+enforced (threads share the worker's memory). Likewise, when a worker stops with jobs still
+on threads past `shutdown_timeout`, those jobs are put back to pending while their threads run
+on, so such a job may run again elsewhere before its first run ends. For hard limits and clean
+cut-offs use the process executor.
 """
 
 from __future__ import annotations

@@ -206,3 +206,18 @@ async def test_many_jobs_all_succeed(chancy, start_worker) -> None:
         return rows[0][0] == 2000
 
     await eventually(done, timeout=30, interval=0.1)
+
+
+@pytest.mark.parametrize("kind", ["nul", "object"])
+async def test_meta_the_database_refuses_does_not_block_updates(chancy, start_worker, kind) -> None:
+    await chancy.declare(Queue("q", executor=Chancy.Executor.Async, concurrency=2))
+    await start_worker()
+    bad = await chancy.push(Job(func="wjobs.async_bad_meta", queue="q", kwargs={"kind": kind}))
+    good = await chancy.push(Job(func="wjobs.async_noop", queue="q"))
+    for ref in (bad, good):
+        assert (await chancy.wait_for_job(ref, timeout=10)).state == QueuedJob.State.SUCCEEDED
+    meta = (await chancy.get_job(bad)).meta
+    if kind == "nul":
+        assert meta["value"] == "nul\ufffdinside"
+    else:
+        assert "could not be saved" in meta["chancy_error"]
