@@ -85,6 +85,13 @@ async def current_leader(chancy: Chancy) -> dict[str, Any] | None:
     return dict(zip(("worker_id", "incarnation", "elected_at", "expires_at"), row, strict=True))
 
 
+class _Lease:
+    """Monotonic time until which this worker's lease surely holds (0: no lease)."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+
 class Leadership(Plugin):
     """Elects one leader per cluster and keeps `worker.is_leader` in step with it.
 
@@ -107,24 +114,12 @@ class Leadership(Plugin):
         self, worker: Worker, chancy: Chancy, *, task_status: Any = anyio.TASK_STATUS_IGNORED
     ) -> None:
         worker_id, incarnation = worker_identity(worker)
-        log = chancy.log
-        lease_until = 0.0  # monotonic time until which our lease surely holds
+        lease = _Lease()  # per run: one plugin object may serve several workers of an app
         task_status.started()
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    leads = await try_acquire(chancy, worker_id, incarnation, self.timeout)
-                except Exception as exc:
-                    log.warning("leadership: cannot reach the database (%s); retrying", exc)
-                    leads = time.monotonic() < lease_until
-                else:
-                    lease_until = started + self.timeout if leads else 0.0
-                self._set(worker, leads, worker_id)
-                # Poll sooner than the lease can run out, whatever happened to this round.
-                remaining = lease_until - time.monotonic()
-                delay = self.poll_interval if remaining <= 0 else min(self.poll_interval, remaining)
-                await anyio.sleep(max(delay, 0.05))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watchdog, worker, worker_id, lease)
+                await self._campaign(worker, chancy, worker_id, incarnation, lease)
         finally:
             with anyio.CancelScope(shield=True):
                 if worker.is_leader.is_set():
@@ -133,7 +128,37 @@ class Leadership(Plugin):
                         try:
                             await release(chancy, worker_id, incarnation)
                         except Exception as exc:  # the lease then simply expires
-                            log.warning("leadership: could not release the lease: %s", exc)
+                            chancy.log.warning("leadership: could not release the lease: %s", exc)
+
+    async def _campaign(
+        self, worker: Worker, chancy: Chancy, worker_id: str, incarnation: str, lease: _Lease
+    ) -> None:
+        """Take or renew the lease every `poll_interval` (sooner when it would run out)."""
+        while True:
+            started = time.monotonic()
+            try:
+                leads = await try_acquire(chancy, worker_id, incarnation, self.timeout)
+            except Exception as exc:
+                chancy.log.warning("leadership: cannot reach the database (%s); retrying", exc)
+                leads = time.monotonic() < lease.until
+            else:
+                lease.until = started + self.timeout if leads else 0.0
+                leads = leads and time.monotonic() < lease.until
+            self._set(worker, leads, worker_id)
+            remaining = lease.until - time.monotonic()
+            delay = self.poll_interval if remaining <= 0 else min(self.poll_interval, remaining)
+            await anyio.sleep(max(delay, 0.05))
+
+    async def _watchdog(self, worker: Worker, worker_id: str, lease: _Lease) -> None:
+        """Give up `is_leader` when the lease may have run out, even while a renewal hangs."""
+        while True:
+            remaining = lease.until - time.monotonic()
+            if remaining <= 0:
+                self._set(worker, False, worker_id)
+                # Not leading: wake often enough to be back before a new lease can end.
+                await anyio.sleep(min(self.poll_interval, 1.0))
+            else:
+                await anyio.sleep(remaining)
 
     @staticmethod
     def _set(worker: Worker, leads: bool, worker_id: str) -> None:

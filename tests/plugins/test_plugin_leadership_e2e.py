@@ -114,3 +114,28 @@ async def test_default_plugins_make_a_lone_worker_the_leader(dsn: str, prefix: s
                 assert await leader_id(app) == "solo"
         assert not worker.is_leader.is_set()
         assert await leader_id(app) is None  # released on a clean stop
+
+
+async def test_a_leader_whose_renewal_hangs_gives_up_when_its_lease_ends(
+    dsn: str, prefix: str
+) -> None:
+    app = Chancy(dsn, prefix=prefix, plugins=[Leadership(poll_interval=0.3, timeout=1.5)])
+    lost = anyio.Event()
+    async with app:
+        await app.migrate()
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                worker = Worker(app, worker_id="stuck", **FAST)
+                worker.hub.on("leadership.lost", lambda e: lost.set())
+                await tg.start(worker.run)
+                await eventually(lambda: _true(worker), timeout=5)
+                # Hold the lease row locked: the leader's next renewal blocks on it.
+                async with app.db.connection() as conn, conn.transaction():
+                    await conn.execute(app.tables.q("SELECT * FROM {leader} FOR UPDATE"))
+                    locked = time.monotonic()
+                    await lost.wait()
+                    assert time.monotonic() - locked < 1.5 + 0.5
+                    assert not worker.is_leader.is_set()
+                # Once the database answers again, it leads again.
+                await eventually(lambda: _true(worker), timeout=5)
+                tg.cancel_scope.cancel()
