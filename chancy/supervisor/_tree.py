@@ -11,14 +11,80 @@ import psutil
 
 def descendants(proc: psutil.Process) -> list[psutil.Process]:
     """All living descendants of *proc* (empty if *proc* is gone)."""
+    if _FAST:
+        found = []
+        for pid in _walk(proc.pid)[1:]:
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+        return found
     try:
         return proc.children(recursive=True)
     except psutil.Error:
         return []
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _has_children_files() -> bool:
+    """Whether /proc/<pid>/task/<tid>/children exists (Linux with CONFIG_PROC_CHILDREN)."""
+    try:
+        return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    except OSError:  # pragma: no cover
+        return False
+
+
+_FAST = _has_children_files()
+
+
+def _proc_children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children.extend(int(x) for x in f.read().split())
+        except OSError:  # the thread or process just exited
+            continue
+    return children
+
+
+def _walk(root: int) -> list[int]:
+    """*root* and its descendants, parents first, from the /proc children files."""
+    order, pending, seen = [], [root], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        order.append(pid)
+        pending.extend(_proc_children(pid))
+    return order
+
+
+def _proc_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def tree_rss(proc: psutil.Process) -> int:
-    """Resident memory in bytes summed over *proc* and all its descendants."""
+    """Resident memory in bytes summed over *proc* and all its descendants.
+
+    On Linux this walks ``/proc/<pid>/task/<tid>/children`` from *proc* down (a few small
+    reads per process in the tree) instead of psutil's ``children(recursive=True)``, which
+    scans every process on the host (about 4 ms per call with 130 processes; the monitor
+    samples each busy child 20 times a second). Elsewhere it falls back to psutil.
+    """
+    if _FAST:
+        return sum(_proc_rss(pid) for pid in _walk(proc.pid))
     total = 0
     for p in [proc, *descendants(proc)]:
         try:

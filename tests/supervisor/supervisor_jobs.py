@@ -54,17 +54,15 @@ def _rss() -> int:
 def _allocate(total_mib: int, marker: str | None = None, limit_mib: int | None = None) -> None:
     """Allocate (and touch) *total_mib* in 5 MiB steps, then hold it.
 
-    With *marker*, write ``time.time()`` there the moment this process's own RSS first
-    exceeds *limit_mib* (used to measure how fast the supervisor reacts).
+    With *marker*, append ``time.time() rss`` to that file before each step (unbuffered),
+    so the moment RSS crossed a limit can be bounded from outside after a kill.
     """
+    log = open(marker, "a", buffering=1) if marker else None
     chunks = []
-    crossed = False
     for _ in range(total_mib // 5):
+        if log is not None:
+            log.write(f"{time.time()!r} {_rss()}\n")
         chunks.append(b"\x01" * (5 * MiB))  # touched pages: they count in RSS
-        if marker and limit_mib and not crossed and _rss() > limit_mib * MiB:
-            crossed = True
-            with open(marker, "w") as f:
-                f.write(repr(time.time()))
     time.sleep(30)
 
 
