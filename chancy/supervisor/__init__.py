@@ -1,7 +1,23 @@
 """The supervisor: child worker processes, their wire, and the limits they run under.
 
-Re-exports are lazy so that the child bootloader (``python -m chancy.supervisor.child``)
-does not import anyio or psutil.
+* :class:`ChildPool` keeps warm children (``python -m chancy.supervisor.child``, fresh
+  interpreters, never a fork of the supervisor) and runs one job per child at a time over
+  :mod:`chancy.wire` frames on a dedicated socket; :class:`Outcome` says how it ended.
+* Limits are enforced from outside: a monitor per busy child sums RSS over the child's
+  process tree every ``monitor_interval`` (default 0.05 s) and SIGKILLs the whole tree over
+  a memory limit; past a time limit the job gets :class:`TimeLimitExceeded` raised inside
+  it and the tree is killed ``stop_grace`` (default 1 s) later. Measured on a 2-core Linux
+  box (``tests/supervisor/measure_limits.py``, 10 runs per row, 600 MiB allocated quickly
+  under a 100 MiB limit): from crossing the limit to the tree being gone took a median of
+  30-80 ms and at most 93 ms with the 0.05 s interval (asyncio and trio), and at most
+  167 ms with a 0.1 s interval.
+* Kernel backstops set in the child before job code is imported: ``RLIMIT_CORE`` = 0, a
+  hard ``RLIMIT_CPU`` for time-limited jobs, ``PR_SET_PDEATHSIG``; the child also exits
+  when its channel reaches end-of-file, so a SIGKILLed supervisor leaves no child behind.
+  (Processes a job itself forks and detaches with ``setsid`` are killed on every path but
+  that one: they are reparented to init when the child dies with its supervisor.)
+
+Re-exports are lazy so that the child bootloader does not import anyio or psutil.
 """
 
 from __future__ import annotations

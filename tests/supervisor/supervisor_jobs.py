@@ -183,3 +183,9 @@ async def async_job(value: int = 2) -> int:
     if value < 0:
         raise ValueError("negative")
     return value
+
+
+async def async_sleep(seconds: float = 30) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
