@@ -14,8 +14,9 @@
 * Kernel backstops set in the child before job code is imported: ``RLIMIT_CORE`` = 0, a
   hard ``RLIMIT_CPU`` for time-limited jobs, ``PR_SET_PDEATHSIG``; the child also exits
   when its channel reaches end-of-file, so a SIGKILLed supervisor leaves no child behind.
-  (Processes a job itself forks and detaches with ``setsid`` are killed on every path but
-  that one: they are reparented to init when the child dies with its supervisor.)
+  Known gap: processes a job itself starts are killed with its child on every path (limits,
+  cancel, crash, shutdown) except a SIGKILL of the supervisor, where the kernel kills the
+  child and its own subprocesses are reparented to init.
 
 Re-exports are lazy so that the child bootloader does not import anyio or psutil.
 """
