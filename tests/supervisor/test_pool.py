@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 from supervisor_helpers import MiB, gone, packed, wait_for_file, wait_gone
 
@@ -335,3 +336,35 @@ async def test_environment_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         assert not is_secret(name), name
     env = child_environment(["/a", "", "/b"], base={"PGUSER": "x", "HOME": "/h"})
     assert env["PYTHONPATH"] == "/a:/b" and env["HOME"] == "/h" and "PGUSER" not in env
+
+
+async def test_mixed_load_leaks_nothing() -> None:
+    """Many concurrent callers, every kind of ending: each gets its outcome, and afterwards
+    no child process and no descriptor of the pool remains."""
+    me = psutil.Process()
+    fds_before = me.num_fds()
+    kinds = [
+        ("returns", {}, None),
+        ("raises", {}, "ValueError"),
+        ("hard_exit", {}, "WorkerProcessDied"),
+        ("allocate", {"memory_limit": 100 * MiB}, "MemoryLimitExceeded"),
+        ("prints", {}, None),
+    ]
+    results: list[tuple[str | None, Outcome]] = []
+    async with pool(2, maximum_jobs_per_worker=3) as p:
+
+        async def caller(offset: int) -> None:
+            for i in range(5):
+                func, kwargs, expected = kinds[(offset + i) % len(kinds)]
+                results.append((expected, await run(p, func, **kwargs)))  # type: ignore[arg-type]
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for offset in range(4):
+                    tg.start_soon(caller, offset)
+    assert len(results) == 20
+    for expected, outcome in results:
+        assert (outcome.error.type if outcome.error else None) == expected, outcome
+    with anyio.fail_after(5):
+        while me.children() or me.num_fds() > fds_before:
+            await anyio.sleep(0.01)
