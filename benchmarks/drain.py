@@ -33,14 +33,27 @@ def unavailable() -> str | None:
 
 
 async def drain_once(
-    dsn: str, executor: str, func: str, concurrency: int, n: int, **worker_options: object
+    dsn: str,
+    executor: str,
+    func: str,
+    concurrency: int,
+    n: int,
+    executor_options: dict | None = None,
+    **worker_options: object,
 ) -> dict[str, float]:
     """Push `n` jobs, start a worker, time until all are finished; figures of that run."""
     app = make_app(dsn, max_connection_pool_size=10)
     try:
         async with app:
             await app.migrate()
-            await app.declare(Queue("bench", concurrency=concurrency, executor=executor))
+            await app.declare(
+                Queue(
+                    "bench",
+                    concurrency=concurrency,
+                    executor=executor,
+                    executor_options=executor_options or {},
+                )
+            )
             async for _ in app.push_many([Job(func=f"{JOBS}.{func}", queue="bench")] * n):
                 pass
             t0 = time.perf_counter()

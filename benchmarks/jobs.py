@@ -23,15 +23,19 @@ def sleep_forever(marker: str = "") -> None:
         time.sleep(0.05)
 
 
+def _own_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def grow_past(limit_mib: int, marker: str) -> None:
-    """Allocates memory until past `limit_mib`, writes "pid time" to `marker`, then waits."""
+    """Allocates memory until its RSS is past `limit_mib`, writes "pid time" to `marker` at
+    that moment, then waits to be killed (Linux: RSS read from /proc/self/statm)."""
     blocks = []
-    step = 8 * 1024 * 1024
-    target = (limit_mib + 16) * 1024 * 1024
-    allocated = 0
-    while allocated < target:
+    step = 4 * 1024 * 1024
+    limit = limit_mib * 1024 * 1024
+    while _own_rss() <= limit:
         blocks.append(b"\x01" * step)  # written, so its pages count in RSS
-        allocated += step
     with open(marker, "w") as f:
         f.write(f"{os.getpid()} {time.time()}")
     while True:
