@@ -128,17 +128,27 @@ async def respawn_once() -> dict[str, float]:
             warm.append(time.perf_counter() - t0)
             assert outcome.ok, outcome
         pid = pool.pids[0]
+        t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
         with anyio.fail_after(10):
             while not _gone(pid):
                 await anyio.sleep(0.001)
-        job_id, packed = _packed_noop()
-        t0 = time.perf_counter()
-        outcome = await pool.run_job(packed, job_id=job_id)
+        # Until the pool notices the death, a job handed to it fails: count how many do.
+        failed = 0
+        while True:
+            job_id, packed = _packed_noop()
+            outcome = await pool.run_job(packed, job_id=job_id)
+            if outcome.ok:
+                break
+            failed += 1
+            assert failed < 5, outcome
         respawn = time.perf_counter() - t0
-        assert outcome.ok, outcome
     warm.sort()
-    return {"warm_round_trip_ms": warm[len(warm) // 2] * 1000, "respawn_ms": respawn * 1000}
+    return {
+        "warm_round_trip_ms": warm[len(warm) // 2] * 1000,
+        "respawn_ms": respawn * 1000,
+        "jobs_failed_by_idle_death": failed,
+    }
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -172,7 +182,12 @@ def run(ctx: Context) -> list[Figure]:
             respawns,
             {},
         ),
-        ("respawn_ms", "SIGKILLed idle child → next job done (respawn)", respawns, {}),
+        (
+            "respawn_ms",
+            "idle child SIGKILLed → next job done (respawn)",
+            respawns,
+            {"jobs_failed_by_idle_death": [r["jobs_failed_by_idle_death"] for r in respawns]},
+        ),
     ):
         figures.append(
             Figure(

@@ -99,7 +99,7 @@ async def served_once(dsn: str, n: int, options: dict) -> dict[str, float]:
 
 
 def run(ctx: Context) -> list[Figure]:
-    n = 20_000
+    n = 5_000 if ctx.quick else 20_000
     figures = []
     for label, options in (
         ("default options", {}),

@@ -101,7 +101,11 @@ def table(figures: list[Figure]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows for the scale workload")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer rows (scale), fewer jobs (process drain), shorter steady state",
+    )
     parser.add_argument(
         "--only",
         nargs="+",

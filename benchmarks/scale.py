@@ -13,8 +13,7 @@ import psycopg
 from psycopg import sql
 
 from benchmarks._harness import JOBS, Context, Figure, Timer, fresh_app, percentile
-from chancy import Queue
-from chancy._sql import fetch_query
+from chancy import Queue, _sql
 
 _COLUMNS = (
     "id, queue, func, kwargs, state, attempts, scheduled_at, created_at, started_at, completed_at"
@@ -99,7 +98,9 @@ def run(ctx: Context) -> list[Figure]:
     figures = []
     with fresh_app(ctx.dsn, Queue("bench")) as app:
         load_s = load(ctx.dsn, app.prefix, finished, runnable, ctx.log)
-        query = fetch_query(app.tables)
+        # The claim the worker runs (`claim_query` where it exists, else `fetch_query`).
+        claim = getattr(_sql, "claim_query", None) or _sql.fetch_query
+        query = claim(app.tables)
         for up_to, target in ((1, "<= 1"), (100, "<= 3")):
             per_run = []
             all_times: list[float] = []
@@ -118,6 +119,7 @@ def run(ctx: Context) -> list[Figure]:
                     higher_is_better=False,
                     target=target,
                     params={
+                        "query": f"chancy._sql.{claim.__name__}",
                         "finished_rows": finished,
                         "runnable_rows": runnable,
                         "claims_per_run": claims,
