@@ -98,6 +98,33 @@ async def served_once(dsn: str, n: int, options: dict) -> dict[str, float]:
         drop_tables(dsn, app.prefix)
 
 
+async def pool_alone_once(n: int, children: int) -> float:
+    """jobs/s of `chancy.supervisor.ChildPool` alone (no database): the supervisor + pipe
+    ceiling for the process executor."""
+    from benchmarks.limits import _packed_noop
+    from chancy.supervisor import ChildPool
+
+    jobs = [_packed_noop() for _ in range(n)]
+    async with ChildPool(children, maximum_jobs_per_worker=10 * n) as pool:
+        for _ in range(children * 2):  # every child up
+            job_id, packed = _packed_noop()
+            await pool.run_job(packed, job_id=job_id)
+        send, receive = anyio.create_memory_object_stream[tuple[str, bytes]](n)
+        for job in jobs:
+            send.send_nowait(job)
+        send.close()
+
+        async def slot() -> None:
+            async for job_id, packed in receive:
+                assert (await pool.run_job(packed, job_id=job_id)).ok
+
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(children):
+                tg.start_soon(slot)
+        return n / (time.perf_counter() - t0)
+
+
 def run(ctx: Context) -> list[Figure]:
     n = 5_000 if ctx.quick else 20_000
     figures = []
@@ -122,6 +149,17 @@ def run(ctx: Context) -> list[Figure]:
                 extra={"db_span_jobs_per_s": [r["db_jobs_per_s"] for r in results]},
             )
         )
+    alone = [anyio.run(pool_alone_once, n, CHILDREN) for _ in range(ctx.runs)]
+    ctx.log(f"  ChildPool alone: {[round(s) for s in alone]}")
+    figures.append(
+        Figure(
+            "process",
+            f"ChildPool alone, {CHILDREN} children, no database",
+            "jobs/s",
+            alone,
+            params={"jobs": n, "children": CHILDREN},
+        )
+    )
     served = [anyio.run(served_once, ctx.dsn, n, {}) for _ in range(ctx.runs)]
     ctx.log(f"  served: {served}")
     params = {"jobs": n, "children": CHILDREN, "worker": "benchmarks._serve (its own process)"}
