@@ -180,51 +180,6 @@ def fetch_query(tables: Tables) -> sql.Composed:
 DONE_IDS_PER_NOTICE = 150
 
 
-def update_jobs_query(tables: Tables) -> sql.Composed:
-    """Write a batch of job updates in one statement and notify the finished ones.
-
-    Parameters: ids, states, scheduled_at, completed_at, meta, errors, attempts (the attempt
-    each update belongs to), as arrays, then `taken_by` and the channel. Each row is written
-    only while the job is still running, held by this worker, in that attempt; so a late write
-    from a worker presumed dead changes nothing. A 'pending' update puts a job back without
-    counting the attempt. Returns (rows written, notices sent).
-    """
-    return tables.q(
-        """
-        WITH u AS (
-            SELECT * FROM unnest(
-                %s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[],
-                %s::jsonb[], %s::integer[]
-            ) AS u(id, state, scheduled_at, completed_at, meta, errors, attempts)
-        ), upd AS (
-            UPDATE {jobs} AS j SET
-                state = u.state,
-                scheduled_at = u.scheduled_at,
-                completed_at = u.completed_at,
-                meta = u.meta,
-                errors = u.errors,
-                attempts = CASE WHEN u.state = 'pending' THEN j.attempts - 1 ELSE j.attempts END,
-                started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
-                taken_by = NULL
-            FROM u
-            -- coalesce() keeps the planner on the primary key: the (taken_by) index holds
-            -- every version of this worker's rows and is slow to scan once they pile up.
-            WHERE j.id = u.id AND j.state = 'running' AND coalesce(j.taken_by, '') = %s
-              AND j.attempts = u.attempts
-            RETURNING j.id, j.state
-        ), done AS (
-            SELECT id, row_number() OVER () - 1 AS n FROM upd
-            WHERE state IN ('succeeded', 'failed')
-        ), notice AS (
-            SELECT pg_notify(%s, json_build_object('t', 'job.done', 'ids', array_agg(id))::text)
-            FROM done GROUP BY n / {per}
-        )
-        SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notice)
-        """,
-        per=sql.Literal(DONE_IDS_PER_NOTICE),
-    )
-
-
 def release_running_query(tables: Tables) -> sql.Composed:
     """Put every job %(taken_by)s still holds back to pending, not counting the attempt."""
     return tables.q(
@@ -295,3 +250,80 @@ def rate_limit_window_query(tables: Tables) -> sql.Composed:
 def rate_limit_use_query(tables: Tables) -> sql.Composed:
     """Count %(claimed)s more jobs against %(queue)s's current window."""
     return tables.q("UPDATE {rate_limits} SET used = used + %(claimed)s WHERE queue = %(queue)s")
+
+
+def update_jobs_query(tables: Tables) -> sql.Composed:
+    """Write a batch of job updates in one statement and notify the finished ones.
+
+    Parameters: the batch as one JSON array of objects (id, state, scheduled_at, completed_at,
+    meta, errors, attempts: the attempt each update belongs to), then `taken_by` and the
+    channel. Each row is written only while the job is still running, held by this worker, in
+    that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
+    update puts a job back without counting the attempt. Returns (rows written, notices sent).
+    """
+    return tables.q(
+        """
+        WITH u AS (
+            SELECT * FROM json_to_recordset(%s::json) AS u(
+                id uuid, state text, scheduled_at timestamptz, completed_at timestamptz,
+                meta jsonb, errors jsonb, attempts integer)
+        ), upd AS (
+            UPDATE {jobs} AS j SET
+                state = u.state,
+                scheduled_at = u.scheduled_at,
+                completed_at = u.completed_at,
+                meta = u.meta,
+                errors = u.errors,
+                attempts = CASE WHEN u.state = 'pending' THEN j.attempts - 1 ELSE j.attempts END,
+                started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
+                taken_by = NULL
+            FROM u
+            -- The guard is wrapped in IS TRUE so that the planner cannot drive the join from
+            -- the (taken_by) WHERE state = 'running' index, which holds every version of this
+            -- worker's rows and, with stale statistics, made it rescan the batch per row: the
+            -- join goes through the primary key, one probe per update.
+            WHERE j.id = u.id AND j.attempts = u.attempts
+              AND (j.state = 'running' AND j.taken_by = %s) IS TRUE
+            RETURNING j.id, j.state
+        ), done AS (
+            SELECT id, row_number() OVER () - 1 AS n FROM upd
+            WHERE state IN ('succeeded', 'failed')
+        ), notice AS (
+            SELECT pg_notify(%s, json_build_object('t', 'job.done', 'ids', array_agg(id))::text)
+            FROM done GROUP BY n / {per}
+        )
+        SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notice)
+        """,
+        per=sql.Literal(DONE_IDS_PER_NOTICE),
+    )
+
+
+#: The columns `claim_query` returns: JOB_COLUMNS with the id and the JSON columns as text.
+CLAIM_COLUMNS = JOB_COLUMNS
+
+
+def claim_query(tables: Tables) -> sql.Composed:
+    """`fetch_query` returning the id and the jsonb columns as text, so that the worker can
+    skip parsing the (usually empty) ones; rows suit `chancy.worker`'s fast row reader."""
+    text_columns = {"id", "kwargs", "limits", "meta", "errors"}
+    return tables.q(
+        """
+        WITH picked AS (
+            SELECT id FROM {jobs}
+            WHERE queue = %(queue)s AND state IN ('pending', 'retrying')
+              AND scheduled_at <= now()
+            ORDER BY priority DESC, id
+            LIMIT %(up_to)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {jobs} AS j
+        SET state = 'running', started_at = now(), attempts = j.attempts + 1,
+            taken_by = %(taken_by)s
+        FROM picked WHERE j.id = picked.id
+        RETURNING {returning}
+        """,
+        returning=sql.SQL(", ").join(
+            sql.SQL("j.{}::text" if c in text_columns else "j.{}").format(sql.Identifier(c))
+            for c in CLAIM_COLUMNS
+        ),
+    )

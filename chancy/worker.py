@@ -21,6 +21,7 @@ the writes of its previous incarnation change nothing.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -37,9 +38,8 @@ import sniffio
 from chancy._db import Conn
 from chancy._sql import (
     announce_worker_query,
+    claim_query,
     event,
-    fetch_query,
-    job_from_row,
     rate_limit_use_query,
     rate_limit_window_query,
     release_running_query,
@@ -53,7 +53,7 @@ from chancy.actors.queue_watcher import QueueWatcher
 from chancy.allowlist import AllowList
 from chancy.errors import MigrationRequired
 from chancy.hub import Hub
-from chancy.job import QueuedJob
+from chancy.job import Limit, QueuedJob
 from chancy.queue import Queue
 
 if TYPE_CHECKING:
@@ -71,9 +71,60 @@ def _positive(name: str, value: object) -> float:
     return value
 
 
+def _json_text(text: str | None, empty: Any) -> Any:
+    if text is None or text == "{}" or text == "[]":
+        return type(empty)()
+    return json.loads(text)
+
+
+_RUNNING = QueuedJob.State.RUNNING
+_STATES = {state.value: state for state in QueuedJob.State}
+
+
+def job_from_claim_row(row: tuple) -> QueuedJob:
+    """A `QueuedJob` from a `claim_query` row, built without re-validating what the database
+    already holds (the claim is the worker's hottest path)."""
+    (
+        id_,
+        queue,
+        func,
+        kwargs,
+        priority,
+        max_attempts,
+        scheduled_at,
+        limits,
+        unique_key,
+        meta,
+        started_at,
+        completed_at,
+        attempts,
+        state,
+        errors,
+    ) = row
+    job = object.__new__(QueuedJob)
+    job.__dict__.update(
+        func=func,
+        queue=queue,
+        kwargs=_json_text(kwargs, {}),
+        priority=priority,
+        max_attempts=max_attempts,
+        scheduled_at=scheduled_at,
+        limits=[Limit.deserialize(item) for item in _json_text(limits, [])],
+        unique_key=unique_key,
+        meta=_json_text(meta, {}),
+        id=id_,
+        started_at=started_at,
+        completed_at=completed_at,
+        attempts=attempts,
+        state=_STATES.get(state, _RUNNING),
+        errors=_json_text(errors, []),
+    )
+    return job
+
+
 def _in_claim_order(rows: list[tuple]) -> list[QueuedJob]:
     """Jobs in the order they were picked (RETURNING does not keep it): priority, then id."""
-    jobs = [job_from_row(row) for row in rows]
+    jobs = [job_from_claim_row(row) for row in rows]
     jobs.sort(key=lambda job: (-job.priority, job.id))
     return jobs
 
@@ -458,7 +509,7 @@ class Worker:
         tables = self.chancy.tables
         params: dict[str, Any] = {"queue": queue.name, "up_to": up_to, "taken_by": self.taken_by}
         if queue.rate_limit is None:
-            rows = await conn.fetchall(fetch_query(tables), params)
+            rows = await conn.fetchall(claim_query(tables), params)
             self.jobs_claimed += len(rows)
             return _in_claim_order(rows)
         async with conn.transaction():
@@ -471,7 +522,7 @@ class Worker:
             if allowed <= 0:
                 return []
             params["up_to"] = allowed
-            rows = await conn.fetchall(fetch_query(tables), params)
+            rows = await conn.fetchall(claim_query(tables), params)
             if rows:
                 await conn.execute(
                     rate_limit_use_query(tables), {"queue": queue.name, "claimed": len(rows)}

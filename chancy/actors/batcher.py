@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -92,19 +93,40 @@ def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
         return json.dumps({"chancy_error": note} if field == "meta" else [])
 
 
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
+
+
+def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
+    """The batch as the JSON document `update_jobs_query` reads."""
+    rows = [
+        {
+            "id": job.id,
+            "state": job.state.value,
+            "scheduled_at": _iso(job.scheduled_at),
+            "completed_at": _iso(job.completed_at),
+            "meta": job.meta,
+            "errors": job.errors,
+            "attempts": job.attempts,
+        }
+        for job in batch
+    ]
+    try:
+        text = json.dumps(rows, allow_nan=False, separators=(",", ":"))
+        if "\\u0000" not in text:
+            return text
+    except (TypeError, ValueError):
+        pass
+    for row, job in zip(rows, batch, strict=True):  # the slow path: find and fix the bad ones
+        row["meta"] = json.loads(_json(job, "meta", job.meta, worker.log))
+        row["errors"] = json.loads(_json(job, "errors", job.errors, worker.log))
+    return json.dumps(rows, allow_nan=False, separators=(",", ":"))
+
+
 def batch_params(worker: Worker, batch: list[QueuedJob]) -> list[Any]:
-    columns: list[list[Any]] = [[], [], [], [], [], [], []]
-    ids, states, scheduled, completed, metas, errors, attempts = columns
-    log = worker.log
-    for job in batch:
-        ids.append(job.id)
-        states.append(job.state.value)
-        scheduled.append(job.scheduled_at)
-        completed.append(job.completed_at)
-        metas.append(_json(job, "meta", job.meta, log) if job.meta else "{}")
-        errors.append(_json(job, "errors", job.errors, log) if job.errors else "[]")
-        attempts.append(job.attempts)
-    return [*columns, worker.taken_by, worker.chancy.tables.channel]
+    return [batch_document(worker, batch), worker.taken_by, worker.chancy.tables.channel]
 
 
 class Batcher:

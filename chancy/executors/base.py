@@ -59,6 +59,13 @@ class RemoteJobError(Exception):
         self.message = message
 
 
+def evolve(job: QueuedJob, **changes: Any) -> QueuedJob:
+    """`dataclasses.replace` without re-running validation (the hot path of every job)."""
+    new = object.__new__(type(job))
+    new.__dict__.update(job.__dict__, **changes)
+    return new
+
+
 def format_error(error: BaseException) -> str:
     """The formatted traceback stored in `ErrorT["traceback"]`."""
     return "".join(tb.format_exception(error)).rstrip("\n")
@@ -201,20 +208,18 @@ class Executor(abc.ABC):
         now = datetime.now(UTC)
         new_meta = job.meta if meta is None else meta
         if error is None and traceback is None:
-            return dataclasses.replace(
-                job, state=QueuedJob.State.SUCCEEDED, completed_at=now, meta=new_meta
-            )
+            return evolve(job, state=QueuedJob.State.SUCCEEDED, completed_at=now, meta=new_meta)
         text = traceback if traceback is not None else format_error(error)  # type: ignore[arg-type]
         errors = [*job.errors, {"attempt": job.attempts, "traceback": text}]
         if retry and job.attempts < job.max_attempts:
-            return dataclasses.replace(
+            return evolve(
                 job,
                 state=QueuedJob.State.RETRYING,
                 scheduled_at=now + timedelta(seconds=DEFAULT_RETRY_DELAY),
                 errors=errors,
                 meta=new_meta,
             )
-        return dataclasses.replace(
+        return evolve(
             job, state=QueuedJob.State.FAILED, completed_at=now, errors=errors, meta=new_meta
         )
 
