@@ -113,3 +113,20 @@ async def test_a_late_completion_after_a_rescue_changes_nothing(make_app) -> Non
 
 def test_recovery_depends_on_leadership() -> None:
     assert Recovery.dependencies == (Leadership.identifier,)
+
+
+async def test_concurrent_passes_rescue_each_job_once(make_app) -> None:
+    app = await make_app(max_connection_pool_size=6)
+    ids = [await add_job(app, state="running", taken_by="gone:1", attempts=1) for _ in range(30)]
+    counts: list[int] = []
+
+    async def one_pass(into: list[int]) -> None:
+        into.append(await Recovery(grace=0, batch_size=4).rescue(app))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(one_pass, counts)
+    assert sum(counts) == len(ids)
+    for job_id in ids:
+        row = await job_row(app, job_id)
+        assert row is not None and row["state"] == "retrying" and len(row["errors"]) == 1
