@@ -194,9 +194,12 @@ async def test_wait_for_job_woken_by_batch_notice(chancy, start_worker) -> None:
     assert job.state == QueuedJob.State.SUCCEEDED
 
 
-async def test_many_jobs_all_succeed(chancy, start_worker) -> None:
-    await chancy.declare(Queue("q", executor=Chancy.Executor.Async, concurrency=20))
-    jobs = [Job(func="wjobs.async_noop", queue="q") for _ in range(2000)]
+@EXECUTORS
+async def test_many_jobs_all_succeed_once(chancy, start_worker, executor, prefix_fn) -> None:
+    # Short jobs: exercises the prefetch and, on threads, several jobs per thread hand-off.
+    await chancy.declare(Queue("q", executor=executor, concurrency=8))
+    func = f"wjobs.{prefix_fn}_record"
+    jobs = [Job(func=func, queue="q", kwargs={"label": "many", "value": i}) for i in range(2000)]
     async for _ in chancy.push_many(jobs):
         pass
     await start_worker()
@@ -206,6 +209,7 @@ async def test_many_jobs_all_succeed(chancy, start_worker) -> None:
         return rows[0][0] == 2000
 
     await eventually(done, timeout=30, interval=0.1)
+    assert sorted(wjobs.RUNS["many"]) == list(range(2000))
 
 
 @pytest.mark.parametrize("kind", ["nul", "object"])
