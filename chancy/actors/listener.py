@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import sniffio
 from psycopg import sql
 
 from chancy.actors.messages import (
@@ -28,8 +29,9 @@ from chancy.actors.messages import (
 if TYPE_CHECKING:
     from chancy.worker import Worker
 
-#: Seconds per wait for notifications (short: a thread-backed wait cannot be interrupted).
-WAIT = 0.5
+#: Seconds per wait for notifications on a thread-backed connection (trio): short, since a
+#: wait in a thread cannot be interrupted and stopping the worker waits for it.
+THREAD_WAIT = 0.2
 #: Seconds of silence after which the connection is checked with a query.
 KEEPALIVE = 5.0
 
@@ -45,6 +47,7 @@ class Listener:
         channel = worker.chancy.tables.channel
         started = False
         delay = 0.1
+        wait = KEEPALIVE if sniffio.current_async_library() == "asyncio" else THREAD_WAIT
         while True:
             try:
                 async with worker.chancy.db.dedicated() as conn:
@@ -62,12 +65,12 @@ class Listener:
                         task_status.started()
                     quiet_since = anyio.current_time()
                     while True:
-                        notices = await conn.notifies(timeout=WAIT)
+                        notices = await conn.notifies(timeout=wait)
                         if notices:
                             quiet_since = anyio.current_time()
                             for _channel, payload in notices:
                                 self.dispatch(payload)
-                        elif anyio.current_time() - quiet_since > KEEPALIVE:
+                        elif anyio.current_time() - quiet_since >= KEEPALIVE:
                             await conn.execute("SELECT 1")
                             quiet_since = anyio.current_time()
             except Exception as exc:
