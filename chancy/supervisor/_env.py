@@ -9,8 +9,10 @@ database or look like a secret. A variable is dropped when its name (case-insens
 
 Jobs that need such a value must get it another way (a file, the initializer, ``extra``
 below, which the operator sets explicitly). ``PYTHONPATH`` is set to the supervisor's
-``sys.path`` so the child can import ``chancy`` itself before the handshake hands it the
-exact ``sys.path``; ``PYTHONUNBUFFERED`` makes a job's output reach the log line by line.
+``sys.path`` (``""`` becomes the current directory; the child runs with ``-P``, so nothing
+is put in front), so the child imports the same ``chancy`` as the supervisor before the
+handshake hands it the exact ``sys.path``; ``PYTHONUNBUFFERED`` makes a job's output reach
+the log line by line.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def child_environment(
     """The scrubbed environment for a new child, plus *extra* (not scrubbed)."""
     source = os.environ if base is None else base
     env = {name: value for name, value in source.items() if not is_secret(name)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys_path if p)
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys_path)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONSTARTUP", None)
     if extra:

@@ -71,6 +71,7 @@ class ChildProcess:
         self.jobs_run = 0
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._output = output
+        self._output_done = anyio.Event()
         self._logger = logger
 
     @classmethod
@@ -94,6 +95,7 @@ class ChildProcess:
             popen = subprocess.Popen(
                 [
                     sys.executable,
+                    "-P",  # no cwd or script dir in front: chancy comes from PYTHONPATH
                     "-u",
                     "-m",
                     "chancy.supervisor.child",
@@ -143,7 +145,14 @@ class ChildProcess:
             if isinstance(
                 exc, anyio.EndOfStream | ProtocolError | OSError | anyio.BrokenResourceError
             ):
-                raise ChildStartError(f"child {child.pid} failed its handshake: {exc!r}") from exc
+                with anyio.CancelScope(shield=True):
+                    tail = await child.last_output()
+                code = child.popen.returncode
+                how = describe_returncode(code) if code is not None else "still running"
+                raise ChildStartError(
+                    f"child {child.pid} failed its handshake ({how}): {exc!r}"
+                    + (f"; its last output:\n{tail}" if tail else "")
+                ) from exc
             raise
         if isinstance(answer, Fatal):
             await child.kill()
@@ -172,6 +181,13 @@ class ChildProcess:
         finally:
             if pending:
                 self._log_line(pending)
+            self._output_done.set()
+
+    async def last_output(self, wait: float = 1.0) -> str:
+        """The child's last output lines, once its output ended (or after *wait* seconds)."""
+        with anyio.move_on_after(wait):
+            await self._output_done.wait()
+        return "\n".join(self.output_tail)
 
     def _log_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")

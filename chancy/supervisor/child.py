@@ -161,7 +161,7 @@ class _State:
     def __init__(self) -> None:
         self.running: str | None = None
         self.stop: StopJob | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by the stop handler in the main thread
 
 
 _state = _State()

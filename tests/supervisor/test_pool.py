@@ -149,7 +149,12 @@ async def test_time_limit_kills_a_job_that_will_not_stop(func: str) -> None:
         after = await run(p, "returns")
     assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
     assert outcome.error.message == "time limit exceeded after 0.5 s"
-    assert outcome.child_exit == "killed by signal SIGKILL"
+    if func == "catch_everything":
+        # It swallows the stop almost always; should the exception land on the one bytecode
+        # outside its try blocks, it ends by itself instead. Either way it did not escape.
+        assert outcome.child_exit in ("killed by signal SIGKILL", None)
+    else:
+        assert outcome.child_exit == "killed by signal SIGKILL"
     assert outcome.pid is not None and gone(outcome.pid)
     assert after.ok and after.pid != outcome.pid
 
@@ -204,8 +209,8 @@ async def test_cancel(func: str, child_exit: str | None) -> None:
     assert outcome.error is not None and outcome.error.type == "JobCancelled"
     if child_exit is None:
         assert outcome.child_exit is None and "in sleep" in outcome.error.traceback
-    else:
-        assert outcome.child_exit == "killed by signal SIGKILL"
+    else:  # see test_time_limit_kills_a_job_that_will_not_stop
+        assert outcome.child_exit in ("killed by signal SIGKILL", None)
     assert after.ok and after.pid != outcome.pid
 
 
@@ -335,7 +340,9 @@ async def test_environment_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     for name in ["HOME", "PATH", "LANG", "CHANCY_LOG_LEVEL"]:
         assert not is_secret(name), name
     env = child_environment(["/a", "", "/b"], base={"PGUSER": "x", "HOME": "/h"})
-    assert env["PYTHONPATH"] == "/a:/b" and env["HOME"] == "/h" and "PGUSER" not in env
+    assert (
+        env["PYTHONPATH"] == f"/a:{os.getcwd()}:/b" and env["HOME"] == "/h" and "PGUSER" not in env
+    )
 
 
 async def test_mixed_load_leaks_nothing() -> None:
@@ -368,3 +375,14 @@ async def test_mixed_load_leaks_nothing() -> None:
     with anyio.fail_after(5):
         while me.children() or me.num_fds() > fds_before:
             await anyio.sleep(0.01)
+
+
+async def test_a_child_that_cannot_start_explains_why(tmp_path: Path) -> None:
+    fake = tmp_path / "chancy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise RuntimeError('shadowed chancy package')\n")
+    async with pool(extra_env={"PYTHONPATH": str(tmp_path)}) as p:
+        outcome = await run(p, "returns")
+    assert outcome.error is not None and outcome.error.type == "ChildStartError"
+    assert "exited with code 1" in outcome.error.message
+    assert "shadowed chancy package" in outcome.error.message
