@@ -8,8 +8,9 @@ lease at any time. All times are the database's clock, so the workers' clocks do
 A leader that cannot renew (database unreachable) gives up `worker.is_leader` once its lease
 may have run out, measured on its own monotonic clock from the start of the last successful
 renewal, so two workers never both believe they lead. A leader that stops cleanly deletes its
-lease so another worker takes over at its next poll; one that dies is replaced within
-`timeout + poll_interval` seconds. The worker's hub gets ``leadership.gained`` and
+lease so another worker takes over at its next poll; one that dies is replaced within `timeout`
+seconds of its last renewal (the others wait for the lease's expiry when it comes before their
+next poll). The worker's hub gets ``leadership.gained`` and
 ``leadership.lost`` events.
 """
 
@@ -56,6 +57,17 @@ async def try_acquire(chancy: Chancy, worker_id: str, incarnation: str, timeout:
             {"wid": worker_id, "inc": incarnation, "ttl": float(timeout)},
         )
     return row is not None
+
+
+async def lease_remaining(chancy: Chancy) -> float | None:
+    """Seconds until the current lease expires (<= 0: expired), or None without a lease."""
+    async with chancy.db.connection() as conn:
+        row = await conn.fetchone(
+            chancy.tables.q(
+                "SELECT extract(epoch FROM expires_at - now())::float8 FROM {leader} WHERE id = 1"
+            )
+        )
+    return None if row is None else float(row[0])
 
 
 async def release(chancy: Chancy, worker_id: str, incarnation: str) -> bool:
@@ -145,9 +157,21 @@ class Leadership(Plugin):
                 lease.until = started + self.timeout if leads else 0.0
                 leads = leads and time.monotonic() < lease.until
             self._set(worker, leads, worker_id)
-            remaining = lease.until - time.monotonic()
-            delay = self.poll_interval if remaining <= 0 else min(self.poll_interval, remaining)
+            if leads:
+                # Renew sooner than the lease can run out, whatever happens to this round.
+                delay = min(self.poll_interval, lease.until - time.monotonic())
+            else:
+                # Try again when the current lease ends, if that comes before the next poll,
+                # so a dead leader is replaced within `timeout`.
+                delay = min(self.poll_interval, await self._until_free(chancy))
             await anyio.sleep(max(delay, 0.05))
+
+    async def _until_free(self, chancy: Chancy) -> float:
+        try:
+            remaining = await lease_remaining(chancy)
+        except Exception:
+            return self.poll_interval
+        return 0.0 if remaining is None else max(remaining, 0.0) + 0.01
 
     async def _watchdog(self, worker: Worker, worker_id: str, lease: _Lease) -> None:
         """Give up `is_leader` when the lease may have run out, even while a renewal hangs."""

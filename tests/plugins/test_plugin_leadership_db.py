@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from chancy.plugins.leadership import current_leader, release, try_acquire
+from chancy.plugins.leadership import current_leader, lease_remaining, release, try_acquire
 
 pytestmark = pytest.mark.anyio
 
@@ -18,7 +18,10 @@ async def expire_lease(app) -> None:
 async def test_take_renew_expire_release(make_app) -> None:
     app = await make_app()
     assert await current_leader(app) is None
+    assert await lease_remaining(app) is None
     assert await try_acquire(app, "a", "1", 30)
+    remaining = await lease_remaining(app)
+    assert remaining is not None and 29 < remaining <= 30
     first = await current_leader(app)
     assert first is not None and first["worker_id"] == "a"
     assert not await try_acquire(app, "b", "1", 30)
