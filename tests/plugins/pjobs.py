@@ -51,3 +51,11 @@ def record_job(path: str, pause: float = 0.0, *, job: QueuedJob) -> None:
         f.write(f"{job.id}\n")
     if pause:
         time.sleep(pause)
+
+
+async def async_ok() -> int:
+    return 1
+
+
+async def async_fail() -> None:
+    raise ValueError("no good")
