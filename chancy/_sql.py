@@ -259,7 +259,8 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     meta, errors, attempts: the attempt each update belongs to), then `taken_by` and the
     channel. Each row is written only while the job is still running, held by this worker, in
     that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
-    update puts a job back without counting the attempt. Returns (rows written, notices sent).
+    update puts a job back without counting the attempt. A last boolean parameter says whether
+    to send the `job.done` notices. Returns (rows written, notices sent).
     """
     return tables.q(
         """
@@ -290,7 +291,7 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
             WHERE state IN ('succeeded', 'failed')
         ), notice AS (
             SELECT pg_notify(%s, json_build_object('t', 'job.done', 'ids', array_agg(id))::text)
-            FROM done GROUP BY n / {per}
+            FROM done WHERE %s GROUP BY n / {per}
         )
         SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM notice)
         """,

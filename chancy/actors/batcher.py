@@ -126,7 +126,13 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
 
 
 def batch_params(worker: Worker, batch: list[QueuedJob]) -> list[Any]:
-    return [batch_document(worker, batch), worker.taken_by, worker.chancy.tables.channel]
+    chancy = worker.chancy
+    return [
+        batch_document(worker, batch),
+        worker.taken_by,
+        chancy.tables.channel,
+        chancy.notifications,
+    ]
 
 
 class Batcher:

@@ -2,7 +2,8 @@
 
 Coroutine functions run as tasks of the executor (a fixed set of `concurrency` slot tasks, so
 no task is created per job); plain functions are accepted too and run on a worker thread so
-they cannot block the loop. `Chancy.cancel_job` and `Limit.Type.TIME` stop a coroutine job at
+they cannot block the loop (at most `concurrency` threads, under a limiter of the executor's
+own). `Chancy.cancel_job` and `Limit.Type.TIME` stop a coroutine job at
 once by cancelling it (a plain function on a thread cannot be interrupted: its slot is freed
 and its result discarded, but the thread runs on to the end). `Limit.Type.MEMORY` is not
 enforced in-process: use the process executor for hard limits.
@@ -48,6 +49,7 @@ class AsyncExecutor(Executor):
         self._cancelled: set[str] = set()
         #: Moving average of recent job run times (seconds); None until a job ran.
         self.average_duration: float | None = None
+        self._limiter = anyio.CapacityLimiter(self.concurrency)
 
     def free_slots(self) -> int:
         """Free slots plus an adaptive prefetch: when jobs are short, up to `PREFETCH_FACTOR`
@@ -93,8 +95,10 @@ class AsyncExecutor(Executor):
             await self._run_one(job)
 
     async def _call_sync(self, func: Any, kwargs: dict[str, Any]) -> Any:
+        # A limiter of its own: anyio's default one (40 threads) is what the database layer
+        # uses under trio, and blocking jobs must never starve it.
         return await anyio.to_thread.run_sync(
-            functools.partial(func, **kwargs), abandon_on_cancel=True
+            functools.partial(func, **kwargs), limiter=self._limiter, abandon_on_cancel=True
         )
 
     async def _run_one(self, job: QueuedJob) -> None:

@@ -19,7 +19,6 @@ cut-offs use the process executor.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 from typing import Any
@@ -39,15 +38,6 @@ BATCH_SIZE = 8
 
 class ThreadedExecutor(AsyncExecutor):
     """Runs sync jobs on threads (coroutine jobs on the loop); see the module docs for limits."""
-
-    def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
-        super().__init__(worker, queue, **options)
-        self._limiter = anyio.CapacityLimiter(self.concurrency)
-
-    async def _call_sync(self, func: Any, kwargs: dict[str, Any]) -> Any:
-        return await anyio.to_thread.run_sync(
-            functools.partial(func, **kwargs), limiter=self._limiter, abandon_on_cancel=True
-        )
 
     def _batchable(self, job: QueuedJob) -> Call | None:
         if job.id in self._cancelled or time_limit(job) is not None:

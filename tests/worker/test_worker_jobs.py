@@ -225,3 +225,19 @@ async def test_meta_the_database_refuses_does_not_block_updates(chancy, start_wo
         assert meta["value"] == "nul\ufffdinside"
     else:
         assert "could not be saved" in meta["chancy_error"]
+
+
+async def test_no_notices_without_notifications(dsn, prefix, start_worker) -> None:
+    from psycopg import sql
+
+    async with Chancy(dsn, prefix=prefix, plugins=[], notifications=False) as app:
+        await app.migrate()
+        await app.declare(Queue("q", executor=Chancy.Executor.Async, polling_interval=0.1))
+        async with app.db.dedicated() as conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(app.tables.channel)))
+            worker = await start_worker(app)
+            ref = await app.push(Job(func="wjobs.async_noop", queue="q"))
+            job = await app.wait_for_job(ref, interval=0.05, timeout=10)
+            assert job.state == QueuedJob.State.SUCCEEDED
+            assert worker.listener is None
+            assert await conn.notifies(timeout=0.3) == []
