@@ -69,17 +69,6 @@ async def test_recovery_never_changes_a_job_completed_meanwhile(
     marker = tmp_path / "runs"
     procs.start("runner", {}, heartbeat_poll_interval=0.3, heartbeat_timeout=30)
     await eventually(lambda: live_workers(app), timeout=20)
-    refs = [
-        await app.push(
-            Job(
-                func="pjobs.record_job",
-                queue="race",
-                kwargs={"path": str(marker), "pause": 0.05},
-                max_attempts=100,
-            )
-        )
-        for _ in range(JOBS)
-    ]
 
     async def look_dead() -> None:
         async with app.db.connection() as conn:
@@ -95,9 +84,27 @@ async def test_recovery_never_changes_a_job_completed_meanwhile(
             rescuer = Worker(app, worker_id="rescuer", heartbeat_poll_interval=1)
             await tg.start(rescuer.run)
             await eventually(lambda: _leads(rescuer), timeout=10)
-            for _ in range(30):
-                await look_dead()
-                await anyio.sleep(0.05)
+
+            async def keep_looking_dead(done: anyio.Event) -> None:
+                while not done.is_set():
+                    await look_dead()
+                    await anyio.sleep(0.05)
+
+            pushed = anyio.Event()
+            tg.start_soon(keep_looking_dead, pushed)
+            refs = [
+                await app.push(
+                    Job(
+                        func="pjobs.record_job",
+                        queue="race",
+                        kwargs={"path": str(marker), "pause": 0.05},
+                        max_attempts=100,
+                    )
+                )
+                for _ in range(JOBS)
+            ]
+            await anyio.sleep(1.0)
+            pushed.set()
 
             async def all_done() -> bool:
                 async with app.db.connection() as conn:
