@@ -180,6 +180,12 @@ class Worker:
         self.heartbeat_poll_interval = _positive("heartbeat_poll_interval", heartbeat_poll_interval)
         #: Seconds without a heartbeat after which a worker is considered gone.
         self.heartbeat_timeout = _positive("heartbeat_timeout", heartbeat_timeout)
+        if self.heartbeat_timeout <= self.heartbeat_poll_interval:
+            raise ValueError(
+                f"Worker.heartbeat_timeout ({heartbeat_timeout}) must be longer than "
+                f"heartbeat_poll_interval ({heartbeat_poll_interval}), or the worker would "
+                "expire between its own heartbeats"
+            )
         #: How frequently to check for changes to the queues this worker should process.
         self.queue_change_poll_interval = _positive(
             "queue_change_poll_interval", queue_change_poll_interval

@@ -160,3 +160,19 @@ async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
     # The holder in the claimed attempt: written.
     await fetch(chancy, "UPDATE {jobs} SET attempts = 1 WHERE id = %s RETURNING 1", (job.id,))
     assert await write_and_read() == ("succeeded", 1, None)
+
+
+@pytest.mark.parametrize(
+    "options,field",
+    [
+        ({"heartbeat_poll_interval": 0}, "heartbeat_poll_interval"),
+        ({"heartbeat_poll_interval": 10, "heartbeat_timeout": 5}, "heartbeat_timeout"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout"),
+        ({"queue_change_poll_interval": "x"}, "queue_change_poll_interval"),
+        ({"tags": "has=gpu"}, "tags"),
+        ({"worker_id": ""}, "worker_id"),
+    ],
+)
+async def test_invalid_options_are_refused(chancy, options, field) -> None:
+    with pytest.raises(ValueError, match=field):
+        Worker(chancy, **options)
