@@ -176,3 +176,51 @@ async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
 async def test_invalid_options_are_refused(chancy, options, field) -> None:
     with pytest.raises(ValueError, match=field):
         Worker(chancy, **options)
+
+
+@pytest.mark.parametrize("executor", [ASYNC, Chancy.Executor.Threaded])
+async def test_stop_under_load_loses_nothing(chancy, executor) -> None:
+    await chancy.declare(Queue("q", executor=executor, concurrency=16))
+    func = "wjobs.async_record" if executor == ASYNC else "wjobs.sync_record"
+    n = 3000
+    jobs = [Job(func=func, queue="q", kwargs={"label": "load", "value": i}) for i in range(n)]
+    async for _ in chancy.push_many(jobs):
+        pass
+    worker = Worker(chancy, **FAST)
+    await worker.start()
+    await eventually(lambda: len(wjobs.RUNS["load"]) >= n // 4, timeout=20)
+    with anyio.fail_after(10):
+        assert await worker.stop() is True
+    counts = dict(await fetch(chancy, "SELECT state, count(*) FROM {jobs} GROUP BY state"))
+    assert "running" not in counts
+    assert counts.get("succeeded", 0) == len(wjobs.RUNS["load"]), "every run was recorded"
+    pending = await fetch(
+        chancy, "SELECT count(*) FROM {jobs} WHERE state = 'pending' AND attempts <> 0"
+    )
+    assert pending == [(0,)], "put-back jobs do not count an attempt"
+    async with Worker(chancy, **FAST):
+        await eventually(lambda: len(wjobs.RUNS["load"]) >= n, timeout=30)
+    assert sorted(wjobs.RUNS["load"]) == list(range(n)), "each job ran exactly once"
+
+
+async def test_cancelled_under_load_leaves_nothing_running(chancy) -> None:
+    await chancy.declare(Queue("q", executor=ASYNC, concurrency=16))
+    n = 3000
+    jobs = [
+        Job(func="wjobs.async_record", queue="q", kwargs={"label": "c", "value": i})
+        for i in range(n)
+    ]
+    async for _ in chancy.push_many(jobs):
+        pass
+    worker = Worker(chancy, **FAST)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await eventually(lambda: len(wjobs.RUNS["c"]) >= n // 4, timeout=20)
+        tg.cancel_scope.cancel()
+    counts = dict(await fetch(chancy, "SELECT state, count(*) FROM {jobs} GROUP BY state"))
+    assert "running" not in counts and counts.get("succeeded", 0) > 0
+    assert counts.get("succeeded", 0) <= len(set(wjobs.RUNS["c"]))
+    bad = await fetch(
+        chancy, "SELECT count(*) FROM {jobs} WHERE state = 'pending' AND attempts <> 0"
+    )
+    assert bad == [(0,)]
