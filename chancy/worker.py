@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import psycopg
 import sniffio
 
-from chancy._db import Conn
+from chancy._db import Conn, _AsyncConn, _ThreadConn
 from chancy._sql import (
     announce_worker_query,
     claim_query,
@@ -69,6 +70,17 @@ def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"Worker.{name}: expected a number of seconds > 0, got {value!r}")
     return value
+
+
+def _as_conn(conn: Conn | psycopg.AsyncConnection | psycopg.Connection) -> Conn:
+    """Accept Chancy's `Conn` or a plain psycopg connection (as the reference API shows)."""
+    if isinstance(conn, Conn):
+        return conn
+    if isinstance(conn, psycopg.AsyncConnection):
+        return _AsyncConn(conn)
+    if isinstance(conn, psycopg.Connection):
+        return _ThreadConn(conn)
+    raise TypeError(f"expected a database connection, got {type(conn).__name__}")
 
 
 def _json_text(text: str | None, empty: Any) -> Any:
@@ -482,6 +494,7 @@ class Worker:
 
     async def announce_worker(self, conn: Conn) -> None:
         """Insert this worker into the workers table, or refresh its `last_seen`."""
+        conn = _as_conn(conn)
         tables = self.chancy.tables
         row = await conn.fetchone(
             announce_worker_query(tables),
@@ -512,6 +525,7 @@ class Worker:
         """
         if up_to < 1:
             return []
+        conn = _as_conn(conn)
         tables = self.chancy.tables
         params: dict[str, Any] = {"queue": queue.name, "up_to": up_to, "taken_by": self.taken_by}
         if queue.rate_limit is None:

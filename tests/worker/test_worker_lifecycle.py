@@ -224,3 +224,26 @@ async def test_cancelled_under_load_leaves_nothing_running(chancy) -> None:
         chancy, "SELECT count(*) FROM {jobs} WHERE state = 'pending' AND attempts <> 0"
     )
     assert bad == [(0,)]
+
+
+async def test_fetch_jobs_and_announce_take_a_plain_psycopg_connection(
+    chancy, dsn, anyio_backend
+) -> None:
+    import psycopg
+
+    queue = await chancy.declare(Queue("q", executor=ASYNC))
+    ref = await chancy.push(Job(func="wjobs.async_noop", queue="q"))
+    worker = Worker(chancy, worker_id="plain-conn")
+    if anyio_backend == "asyncio":
+        raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    else:
+        raw = await anyio.to_thread.run_sync(lambda: psycopg.connect(dsn, autocommit=True))
+    try:
+        (job,) = await worker.fetch_jobs(queue, raw, up_to=2)
+        await worker.announce_worker(raw)
+    finally:
+        closed = raw.close()
+        if closed is not None:
+            await closed
+    assert job.id == ref.identifier
+    assert [w["worker_id"] for w in await chancy.get_all_workers()] == ["plain-conn"]
