@@ -158,13 +158,22 @@ def _job_parameter(func: Callable[..., Any]) -> str | None:
 
 
 class _State:
+    """What the main thread runs and what the reader thread was asked to stop."""
+
     def __init__(self) -> None:
-        self.running: str | None = None
+        self.accepted: str | None = None  # received, not finished (may not have started)
+        self.running: str | None = None  # the job's code may be executing now
         self.stop: StopJob | None = None
         self.lock = threading.RLock()  # re-entered by the stop handler in the main thread
 
 
 _state = _State()
+
+
+def _stop_exception(request: StopJob) -> JobStopped:
+    if request.kind == "time_limit":
+        return TimeLimitExceeded(request.reason)
+    return JobCancelled(request.reason)
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
@@ -173,9 +182,16 @@ def _on_stop_signal(signum: int, frame: object) -> None:
         running = _state.running
     if request is None or running != request.job_id:
         return
-    if request.kind == "time_limit":
-        raise TimeLimitExceeded(request.reason)
-    raise JobCancelled(request.reason)
+    raise _stop_exception(request)
+
+
+def _start(job_id: str) -> None:
+    """Mark *job_id* running; raise at once if a stop for it arrived before it started."""
+    with _state.lock:
+        _state.running = job_id
+        early, _state.stop = _state.stop, None
+    if early is not None and early.job_id == job_id:
+        raise _stop_exception(early)
 
 
 def run_job(message: RunJob) -> JobDone:
@@ -188,17 +204,16 @@ def run_job(message: RunJob) -> JobDone:
         try:
             if message.time_limit is not None:
                 arm_cpu_limit(message.time_limit)
-            func = import_function(data["func"])
-            kwargs = dict(data.get("kwargs") or {})
-            param = _job_parameter(func)
-            if param is not None:
-                from chancy.job import QueuedJob
-
-                job_obj = QueuedJob.unpack(data)
-                kwargs[param] = job_obj
-            with _state.lock:
-                _state.running = message.job_id
             try:
+                _start(message.job_id)  # from here on a stop interrupts, even the import
+                func = import_function(data["func"])
+                kwargs = dict(data.get("kwargs") or {})
+                param = _job_parameter(func)
+                if param is not None:
+                    from chancy.job import QueuedJob
+
+                    job_obj = QueuedJob.unpack(data)
+                    kwargs[param] = job_obj
                 if inspect.iscoroutinefunction(func):
                     asyncio.run(func(**kwargs))
                 else:
@@ -208,6 +223,7 @@ def run_job(message: RunJob) -> JobDone:
             finally:
                 with _state.lock:
                     _state.running = None
+                    _state.accepted = None
                     _state.stop = None
         except BaseException as exc:  # noqa: B036 - errors of any kind are the job's outcome
             error = error_info(exc)
@@ -238,11 +254,17 @@ def _reader(frames: BlockingFrames, inbox: queue.SimpleQueue[RunJob | Shutdown])
             os._exit(EXIT_PARENT_GONE)  # the supervisor closed the channel or died
         if isinstance(message, StopJob):
             with _state.lock:
-                if _state.running != message.job_id:
-                    continue
+                if message.job_id != _state.accepted:
+                    continue  # finished already
                 _state.stop = message
-            signal.pthread_kill(main_ident, _STOP_SIGNAL)
-        elif isinstance(message, RunJob | Shutdown):
+                deliver = _state.running == message.job_id
+            if deliver:  # else the main thread raises it as the job starts
+                signal.pthread_kill(main_ident, _STOP_SIGNAL)
+        elif isinstance(message, RunJob):
+            with _state.lock:
+                _state.accepted = message.job_id
+            inbox.put(message)
+        elif isinstance(message, Shutdown):
             inbox.put(message)
         else:
             print(f"chancy child {os.getpid()}: unexpected {message!r}", file=sys.stderr)

@@ -54,3 +54,20 @@ async def test_pool_exit_leaves_no_child() -> None:
     with pytest.raises(RuntimeError, match="runs once"):
         async with pool:
             pass
+
+
+async def test_a_stop_interrupts_the_job_import() -> None:
+    from chancy.wire import JobDone, StopJob
+
+    async with anyio.create_task_group() as tg:
+        child = await ChildProcess.spawn(tg, handshake_timeout=20)
+        job_id, job = packed("x")
+        job = job.replace(b"supervisor_jobs.x", b"supervisor_slow_import.never_reached")
+        await child.send(RunJob(job_id=job_id, job=job))
+        await child.send(StopJob(job_id=job_id, reason="stop now", kind="cancelled"))
+        with anyio.fail_after(2):  # well before the 3 s import would end
+            done = await child.receive()
+        assert isinstance(done, JobDone) and not done.ok and done.error is not None
+        assert (done.error.type, done.error.message) == ("JobCancelled", "stop now")
+        await child.stop(ask_timeout=1, term_timeout=1)
+        tg.cancel_scope.cancel()
