@@ -13,9 +13,9 @@ def noop() -> None:
 
 
 def record(path: str) -> None:
-    """Append this process's pid to `path`."""
+    """Append ``pid:parent pid`` to `path` (a job in a child process names its worker too)."""
     with open(path, "a") as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()}:{os.getppid()}\n")
 
 
 def slow_first(path: str, seconds: float = 60) -> None:
