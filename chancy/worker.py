@@ -14,6 +14,15 @@ Plugins: each plugin's `run(worker, chancy, task_status=...)` is started in the 
 group, `leader_only` plugins included: those wait for `worker.is_leader` themselves. A plugin
 that raises is logged and restarted with backoff; it never stops the worker.
 
+Claiming: each queue's fetcher claims at most its executor's `free_slots()` in one statement;
+the async and threaded executors add an adaptive prefetch for very short jobs (see
+`AsyncExecutor.free_slots`), while never running more than `concurrency` jobs at once.
+Job updates go through the outgoing batcher (`outgoing`, `send_outgoing_interval`).
+
+Retries: a failed job with attempts left is retried after
+`chancy.executors.base.DEFAULT_RETRY_DELAY` (1 s) unless a plugin's `on_job_completed` sets
+another `scheduled_at` (the retry plugin does, with backoff).
+
 Identity: a job's `taken_by` is `"{worker_id}:{incarnation}"`, the incarnation being a nonce
 made for each Worker object, so a restarted worker reusing its `worker_id` is a new holder and
 the writes of its previous incarnation change nothing.
