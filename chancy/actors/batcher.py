@@ -204,8 +204,9 @@ class Batcher:
         updated = row[0] if row else 0
         self.written += updated
         if updated < len(batch):
-            self.worker.log.debug(
-                "%d of %d job updates were stale (the jobs were no longer held)",
+            self.worker.log.info(
+                "%d of %d job updates changed nothing: those jobs are no longer held by this"
+                " worker (given back after a missed heartbeat, or already put back)",
                 len(batch) - updated,
                 len(batch),
             )
