@@ -85,10 +85,14 @@ class ProcessExecutor(Executor):
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         # Cancelling this kills the busy children (their jobs stay in `running` for the
         # worker's `release_unfinished`), then the pool stops the idle ones (shielded).
-        async with self.pool, anyio.create_task_group() as tg:
-            for _ in range(self.concurrency):
-                tg.start_soon(self._slot)
-            task_status.started()
+        try:
+            async with self.pool, anyio.create_task_group() as tg:
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._slot)
+                task_status.started()
+        finally:
+            self._send.close()
+            self._receive.close()
 
     async def start_job(self, job: QueuedJob) -> None:
         self._send.send_nowait(job)

@@ -135,11 +135,15 @@ class SubInterpreterExecutor(Executor):
         self._cancelled: set[str] = set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
-        check_supported()
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.concurrency):
-                tg.start_soon(self._slot)
-            task_status.started()
+        try:
+            check_supported()
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.concurrency):
+                    tg.start_soon(self._slot)
+                task_status.started()
+        finally:
+            self._send.close()
+            self._receive.close()
 
     async def start_job(self, job: QueuedJob) -> None:
         self._send.send_nowait(job)

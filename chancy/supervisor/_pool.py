@@ -17,7 +17,7 @@ import msgspec
 from chancy.wire import MAX_FRAME_SIZE, ErrorInfo, JobDone, ProtocolError, RunJob, StopJob
 
 from . import _tree
-from ._process import ChildProcess, describe_returncode
+from ._process import ChildProcess, describe_returncode, thread_limiter
 from .errors import ChildStartError, PoolClosed
 
 MiB = 1024 * 1024
@@ -172,6 +172,8 @@ class ChildPool:
                     await self._stop_children()
                 tg.cancel_scope.cancel()
         self._tg = None
+        self._free_send.close()
+        self._free_receive.close()
 
     async def __aenter__(self) -> ChildPool:
         if self._used:
@@ -411,7 +413,9 @@ class ChildPool:
         child = running.child
         while True:
             if running.memory_limit is not None:
-                rss = await anyio.to_thread.run_sync(_tree.tree_rss, child.process)
+                rss = await anyio.to_thread.run_sync(
+                    _tree.tree_rss, child.process, limiter=thread_limiter()
+                )
                 if rss > running.memory_limit:
                     running.detected_at = time.time()
                     used, limit = rss // MiB, running.memory_limit // MiB

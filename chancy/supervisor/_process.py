@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import anyio
 import anyio.abc
 import psutil
+from anyio.lowlevel import RunVar
 
 from chancy.wire import (
     MAX_FRAME_SIZE,
@@ -33,6 +34,23 @@ from .errors import ChildStartError
 
 #: How many of a child's last output lines are kept to explain its death.
 OUTPUT_TAIL_LINES = 20
+
+
+_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("chancy_supervisor_threads")
+
+
+def thread_limiter() -> anyio.CapacityLimiter:
+    """The supervisor's own worker-thread budget for its short /proc and kill syscalls.
+
+    Kept apart from anyio's default limiter so that threads blocked elsewhere (database
+    work under trio runs in threads) can never delay a memory check or a kill.
+    """
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(16)
+        _LIMITER.set(limiter)
+        return limiter
 
 
 def describe_returncode(returncode: int) -> str:
@@ -219,11 +237,18 @@ class ChildProcess:
         with anyio.CancelScope(shield=True):
             # The child leads its own session and group; the group id cannot be reused while
             # any member lives, so killing it is safe even after the child was reaped.
-            procs = await anyio.to_thread.run_sync(_tree.kill_tree, self.process, self.pid)
+            procs = await anyio.to_thread.run_sync(
+                _tree.kill_tree, self.process, self.pid, limiter=thread_limiter()
+            )
             others = [p for p in procs if p.pid != self.pid]
             code = await self.wait(wait)
-            if others:
-                await anyio.to_thread.run_sync(_tree.wait_gone, others, wait)
+            with anyio.move_on_after(wait):
+                while others:
+                    others = await anyio.to_thread.run_sync(
+                        _tree.still_alive, others, limiter=thread_limiter()
+                    )
+                    if others:
+                        await anyio.sleep(0.002)
             await self._close_channel()
             return code
 

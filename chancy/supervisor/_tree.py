@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import psutil
 
@@ -123,16 +122,11 @@ def _dead(proc: psutil.Process) -> bool:
         return True
 
 
-def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until *procs* are dead; returns those still alive after *timeout*.
+def still_alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of *procs* that are not dead yet.
 
     A zombie counts as dead: it holds no memory, and a job's orphaned grandchild is reaped
     by init (or the nearest subreaper) whenever that gets to it. Do not pass the
     supervisor's own child: it is reaped through its ``Popen``.
     """
-    deadline = time.monotonic() + timeout
-    alive = [p for p in procs if not _dead(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.002)
-        alive = [p for p in alive if not _dead(p)]
-    return alive
+    return [p for p in procs if not _dead(p)]
