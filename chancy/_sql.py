@@ -136,45 +136,7 @@ def event(kind: str, **fields: Any) -> str:
     return json.dumps({"t": kind, **fields}, separators=(",", ":"))
 
 
-#: PostgreSQL caps a NOTIFY payload at 8000 bytes; ids are split across notices below this.
-MAX_PAYLOAD = 7000
-
-
-def chunked_ids(ids: list[str]) -> list[list[str]]:
-    per = max(1, MAX_PAYLOAD // 40)
-    return [ids[i : i + per] for i in range(0, len(ids), per)]
-
-
-def fetch_query(tables: Tables) -> sql.Composed:
-    """Claim up to %(up_to)s runnable jobs of %(queue)s for %(taken_by)s, in one statement.
-
-    Highest priority first, then push order (ids are time-ordered); only jobs whose
-    `scheduled_at` has come; rows locked by another claimer are skipped. The attempt is
-    counted here, so a job that keeps killing its process runs out of attempts.
-    """
-    return tables.q(
-        """
-        WITH picked AS (
-            SELECT id FROM {jobs}
-            WHERE queue = %(queue)s AND state IN ('pending', 'retrying')
-              AND scheduled_at <= now()
-            ORDER BY priority DESC, id
-            LIMIT %(up_to)s
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE {jobs} AS j
-        SET state = 'running', started_at = now(), attempts = j.attempts + 1,
-            taken_by = %(taken_by)s
-        FROM picked WHERE j.id = picked.id
-        RETURNING {returning}
-        """,
-        returning=sql.SQL(", ").join(
-            sql.SQL("j.{}").format(sql.Identifier(c)) for c in JOB_COLUMNS
-        ),
-    )
-
-
-# -- the worker's statements (appended by the worker) ----------------------------------------
+# -- the worker's statements ---------------------------------------------------------------
 
 #: Finished job ids per `job.done` notice (each id is about 40 bytes of the 8000-byte payload).
 DONE_IDS_PER_NOTICE = 150
@@ -299,13 +261,15 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     )
 
 
-#: The columns `claim_query` returns: JOB_COLUMNS with the id and the JSON columns as text.
-CLAIM_COLUMNS = JOB_COLUMNS
-
-
 def claim_query(tables: Tables) -> sql.Composed:
-    """`fetch_query` returning the id and the jsonb columns as text, so that the worker can
-    skip parsing the (usually empty) ones; rows suit `chancy.worker`'s fast row reader."""
+    """Claim up to %(up_to)s runnable jobs of %(queue)s for %(taken_by)s, in one statement.
+
+    Highest priority first, then push order (ids are time-ordered); only jobs whose
+    `scheduled_at` has come; rows locked by another claimer are skipped. The attempt is
+    counted here, so a job that keeps killing its process runs out of attempts. The id and
+    the jsonb columns come back as text, so the worker can skip parsing the (usually empty)
+    ones; rows suit `chancy.worker`'s fast row reader.
+    """
     text_columns = {"id", "kwargs", "limits", "meta", "errors"}
     return tables.q(
         """
@@ -325,6 +289,6 @@ def claim_query(tables: Tables) -> sql.Composed:
         """,
         returning=sql.SQL(", ").join(
             sql.SQL("j.{}::text" if c in text_columns else "j.{}").format(sql.Identifier(c))
-            for c in CLAIM_COLUMNS
+            for c in JOB_COLUMNS
         ),
     )
