@@ -1,7 +1,8 @@
-"""A tiny supervisor for the parent-death test: ``parent_script.py BACKEND FOLDER``.
+"""A tiny supervisor for the parent-death test: ``parent_script.py BACKEND FOLDER JOB``.
 
-Starts a pool of two children, writes their pids to FOLDER/children, runs a job that blocks
-forever on one of them, and waits to be killed.
+Starts a pool of two children, runs ``supervisor_jobs.JOB(pid_file=FOLDER/busy)`` (a job
+that never ends) on one of them, writes both pids to FOLDER/children, and waits to be
+killed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from supervisor_helpers import packed  # noqa: E402
 from chancy.supervisor import ChildPool  # noqa: E402
 
 
-async def main(folder: Path) -> None:
+async def main(folder: Path, func: str) -> None:
     async with ChildPool(2) as pool, anyio.create_task_group() as tg:
-        job_id, job = packed("wait_forever", pid_file=str(folder / "busy"))
+        job_id, job = packed(func, pid_file=str(folder / "busy"))
         tg.start_soon(pool.run_job, job)
         while not (folder / "busy").exists() or len(pool.pids) < 2:
             await anyio.sleep(0.01)
@@ -29,4 +30,4 @@ async def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(sys.argv[2]), backend=sys.argv[1])
+    anyio.run(main, Path(sys.argv[2]), sys.argv[3], backend=sys.argv[1])

@@ -110,8 +110,11 @@ def stuck_in_c() -> None:
     t.join()
 
 
-def spin_in_c() -> None:
-    """A tight loop inside C code that never returns to the interpreter."""
+def spin_in_c(pid_file: str | None = None) -> None:
+    """A tight loop inside C code that never returns to the interpreter (nor lets the
+    child's reader thread run: the GIL is never released)."""
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
     sum(range(10**13))
 
 

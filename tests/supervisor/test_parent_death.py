@@ -24,13 +24,25 @@ def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-de
     return True
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_children_exit_when_the_supervisor_is_sigkilled(tmp_path: Path, backend: str) -> None:
-    supervisor = subprocess.Popen([sys.executable, str(SCRIPT), backend, str(tmp_path)])
+@pytest.mark.parametrize(
+    ("backend", "job"),
+    [
+        ("asyncio", "wait_forever"),
+        ("trio", "wait_forever"),
+        # Spinning in C with the GIL held, the child cannot even notice the channel's EOF:
+        # only PR_SET_PDEATHSIG gets it.
+        ("asyncio", "spin_in_c"),
+    ],
+)
+def test_children_exit_when_the_supervisor_is_sigkilled(
+    tmp_path: Path, backend: str, job: str
+) -> None:
+    supervisor = subprocess.Popen([sys.executable, str(SCRIPT), backend, str(tmp_path), job])
     children_file = tmp_path / "children"
+    children: list[int] = []
     try:
         assert wait_until(lambda: children_file.exists() and children_file.read_text(), 30)
-        children = [int(p) for p in children_file.read_text().split()]
+        children.extend(int(p) for p in children_file.read_text().split())
         busy = int((tmp_path / "busy").read_text())
         assert busy in children and len(children) == 2
         assert not any(gone(pid) for pid in children)
@@ -42,3 +54,6 @@ def test_children_exit_when_the_supervisor_is_sigkilled(tmp_path: Path, backend:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+        for pid in children:  # do not leave a spinning child behind a failed test
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
