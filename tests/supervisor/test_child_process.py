@@ -71,3 +71,23 @@ async def test_a_stop_interrupts_the_job_import() -> None:
         assert (done.error.type, done.error.message) == ("JobCancelled", "stop now")
         await child.stop(ask_timeout=1, term_timeout=1)
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("ignore_xcpu", "signal_name"), [(False, "SIGXCPU"), (True, "SIGKILL")], ids=["soft", "hard"]
+)
+def test_cpu_backstop_kills_a_spinning_process(ignore_xcpu: bool, signal_name: str) -> None:
+    """The kernel ends a time-limited job on its own, even one that handles SIGXCPU."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, chancy.supervisor.child as c\n"
+        "c.CPU_GRACE_SECONDS = 0\n"
+        f"if {ignore_xcpu}: signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+        "c.arm_cpu_limit(0.1)\n"
+        "while True: pass\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=30)
+    assert done.returncode == -getattr(signal, signal_name)
