@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out or ROOT / "benchmarks" / "results" / f"{now:%Y-%m-%d}-{commit}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 1 if errors else 0
 
