@@ -4,6 +4,8 @@ can be read as a fraction of this one."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
 from benchmarks._harness import JOBS, Context, Figure, Timer, fresh_app
@@ -47,9 +49,43 @@ def drain(dsn: str, prefix: str, batch: int) -> tuple[int, float]:
     return count, t.seconds
 
 
+def bare_inserts(dsn: str, prefix: str, n: int, batch: int) -> float:
+    """jobs/s of plain INSERTs of `n` jobs, `batch` rows per statement (ids made here)."""
+    jobs = f'"{prefix}jobs"'
+    one = f"INSERT INTO {jobs} (id, queue, func) VALUES (%s, 'bench', %s)"
+    many = (
+        f"INSERT INTO {jobs} (id, queue, func)"
+        " SELECT unnest(%s::uuid[]), 'bench', unnest(%s::text[])"
+    )
+    func = f"{JOBS}.noop"
+    with psycopg.connect(dsn, autocommit=True) as conn, Timer() as t:
+        for start in range(0, n, batch):
+            size = min(batch, n - start)
+            if size == 1:
+                conn.execute(one, (uuid.uuid4(), func))
+            else:
+                conn.execute(many, ([uuid.uuid4() for _ in range(size)], [func] * size))
+    return n / t.seconds
+
+
 def run(ctx: Context) -> list[Figure]:
     n = 20_000
     figures = []
+    for count, batch, name in ((20_000, 1000, "batches of 1,000"), (2_000, 1, "one at a time")):
+        samples = []
+        for _ in range(ctx.runs):
+            with fresh_app(ctx.dsn, Queue("bench")) as app:
+                samples.append(bare_inserts(ctx.dsn, app.prefix, count, batch))
+        ctx.log(f"  bare INSERT {name}: {[round(s) for s in samples]}")
+        figures.append(
+            Figure(
+                "floor",
+                f"bare psycopg INSERT, {name}",
+                "jobs/s",
+                samples,
+                params={"jobs": count, "batch": batch},
+            )
+        )
     for batch in (100, 10):
         samples = []
         for _ in range(ctx.runs):
