@@ -263,10 +263,6 @@ class Chancy:
         notifications: bool = True,
         log: logging.Logger | None = None,
     ) -> None:
-        if dsn is None:
-            from chancy.embedded import default_dsn
-
-            dsn = default_dsn()
         if not isinstance(min_connection_pool_size, int) or min_connection_pool_size < 0:
             raise ValueError("min_connection_pool_size: expected an integer >= 0")
         if not isinstance(max_connection_pool_size, int) or max_connection_pool_size < max(
@@ -277,6 +273,16 @@ class Chancy:
             )
         if not isinstance(poll_reconnect_timeout, int | float) or poll_reconnect_timeout <= 0:
             raise ValueError("poll_reconnect_timeout: expected seconds > 0")
+        #: The logger used for all application logging.
+        self.log = log or (
+            logging.getLogger("chancy")
+            if logging.getLogger("chancy").handlers
+            else setup_default_logger()
+        )
+        if dsn is None:
+            from chancy.embedded import default_dsn
+
+            dsn = default_dsn()
         #: The DSN to connect to the database.
         self.dsn = dsn
         #: A prefix of every table name (namespaces several apps or tenants in one database).
@@ -287,12 +293,6 @@ class Chancy:
         self.poll_reconnect_timeout = poll_reconnect_timeout
         #: Whether NOTIFY/LISTEN is used (turn off behind pgbouncer in transaction mode).
         self.notifications = notifications
-        #: The logger used for all application logging.
-        self.log = log or (
-            logging.getLogger("chancy")
-            if logging.getLogger("chancy").handlers
-            else setup_default_logger()
-        )
         #: The plugins this app runs; `None` gives the defaults (leadership, recovery, pruning).
         self.plugins: list[Plugin] = check_plugins(
             _default_plugins() if plugins is None else list(plugins)
