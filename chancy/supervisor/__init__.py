@@ -7,10 +7,11 @@
   process tree every ``monitor_interval`` (default 0.05 s) and SIGKILLs the whole tree over
   a memory limit; past a time limit the job gets :class:`TimeLimitExceeded` raised inside
   it and the tree is killed ``stop_grace`` (default 1 s) later. Measured on a 2-core Linux
-  box (``tests/supervisor/measure_limits.py``, 10 runs per row, 600 MiB allocated quickly
-  under a 100 MiB limit): from crossing the limit to the tree being gone took a median of
-  30-80 ms and at most 93 ms with the 0.05 s interval (asyncio and trio), and at most
-  167 ms with a 0.1 s interval.
+  box (``tests/supervisor/measure_limits.py``: 600 MiB allocated fast under a 100 MiB
+  limit, by the child or by a grandchild it forked; 10 runs per row, asyncio and trio):
+  from crossing the limit to the whole tree being gone, median 28-36 ms and at most
+  81-93 ms with the default 0.05 s interval; median 80-92 ms, at most 136-167 ms with 0.1 s.
+  One sample costs about 0.3 ms (a walk of ``/proc/<pid>/task/*/children``).
 * Kernel backstops set in the child before job code is imported: ``RLIMIT_CORE`` = 0, a
   hard ``RLIMIT_CPU`` for time-limited jobs, ``PR_SET_PDEATHSIG``; the child also exits
   when its channel reaches end-of-file, so a SIGKILLed supervisor leaves no child behind.

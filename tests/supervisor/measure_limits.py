@@ -1,7 +1,8 @@
 """Measure how fast a memory limit acts: ``python tests/supervisor/measure_limits.py [N]``.
 
-A job allocates in 5 MiB steps, logging the time and its RSS before each step; the last
-moment it was below 100 MiB bounds the crossing. The supervisor records when its monitor saw
+A job (or a grandchild it forks) allocates in 5 MiB steps, logging the time and the RSS
+the supervisor sums before each step; the last moment it was below 100 MiB bounds the
+crossing. The supervisor records when its monitor saw
 the crossing and when the whole tree was gone.
 Prints, per backend and interval, crossing->detected and crossing->tree gone (min, median,
 max over N runs). Not a test: figures for the README.
@@ -23,13 +24,13 @@ from supervisor_helpers import MiB, packed  # noqa: E402
 from chancy.supervisor import ChildPool  # noqa: E402
 
 
-async def measure(runs: int, interval: float) -> tuple[list[float], list[float]]:
+async def measure(runs: int, interval: float, func: str) -> tuple[list[float], list[float]]:
     detect, gone = [], []
     async with ChildPool(1, monitor_interval=interval) as pool:
         for _ in range(runs):
             with tempfile.TemporaryDirectory() as folder:
                 marker = Path(folder) / "crossed"
-                job_id, job = packed("allocate", total_mib=600, marker=str(marker), limit_mib=100)
+                job_id, job = packed(func, total_mib=600, marker=str(marker))
                 outcome = await pool.run_job(job, memory_limit=100 * MiB)
                 assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
                 rows = [line.split() for line in marker.read_text().splitlines()]
@@ -50,12 +51,13 @@ def fmt(values: list[float]) -> str:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    for backend in ("asyncio", "trio"):
-        for interval in (0.05, 0.1):
-            detect, gone = anyio.run(measure, runs, interval, backend=backend)
-            print(f"{backend:8} interval {interval * 1000:.0f} ms, {runs} runs")
-            print(f"  crossing -> detected : {fmt(detect)}")
-            print(f"  crossing -> tree gone: {fmt(gone)}")
+    for func in ("allocate", "fork_and_allocate"):
+        for backend in ("asyncio", "trio"):
+            for interval in (0.05, 0.1):
+                detect, gone = anyio.run(measure, runs, interval, func, backend=backend)
+                print(f"{func}: {backend}, interval {interval * 1000:.0f} ms, {runs} runs")
+                print(f"  crossing -> detected : {fmt(detect)}")
+                print(f"  crossing -> tree gone: {fmt(gone)}")
 
 
 if __name__ == "__main__":

@@ -46,38 +46,43 @@ def pid() -> None:
     """Report nothing; the outcome carries the child's pid."""
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
+def _rss(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _allocate(total_mib: int, marker: str | None = None, limit_mib: int | None = None) -> None:
+def _allocate(total_mib: int, marker: str | None = None, with_parent: bool = False) -> None:
     """Allocate (and touch) *total_mib* in 5 MiB steps, then hold it.
 
     With *marker*, append ``time.time() rss`` to that file before each step (unbuffered),
-    so the moment RSS crossed a limit can be bounded from outside after a kill.
+    so the moment RSS crossed a limit can be bounded from outside after a kill; with
+    *with_parent*, the RSS logged includes the parent's (the tree the supervisor sums).
     """
+    parent = os.getppid()
     log = open(marker, "a", buffering=1) if marker else None
     chunks = []
     for _ in range(total_mib // 5):
         if log is not None:
-            log.write(f"{time.time()!r} {_rss()}\n")
+            rss = _rss() + (_rss(parent) if with_parent else 0)
+            log.write(f"{time.time()!r} {rss}\n")
         chunks.append(b"\x01" * (5 * MiB))  # touched pages: they count in RSS
     time.sleep(30)
 
 
-def allocate(total_mib: int = 600, marker: str | None = None, limit_mib: int | None = None):
-    _allocate(total_mib, marker, limit_mib)
+def allocate(total_mib: int = 600, marker: str | None = None) -> None:
+    _allocate(total_mib, marker)
 
 
-def fork_and_allocate(total_mib: int = 600, pid_file: str | None = None) -> None:
+def fork_and_allocate(
+    total_mib: int = 600, pid_file: str | None = None, marker: str | None = None
+) -> None:
     """A grandchild allocates; the child itself stays small and waits for it."""
     child = os.fork()
     if child == 0:
         try:
             if pid_file:
                 Path(pid_file).write_text(str(os.getpid()))
-            _allocate(total_mib)
+            _allocate(total_mib, marker, with_parent=True)
         finally:
             os._exit(0)
     os.waitpid(child, 0)
