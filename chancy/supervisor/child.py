@@ -286,6 +286,10 @@ def serve(fd: int, parent_pid: int) -> int:
         exc = RuntimeError(f"protocol mismatch: child speaks {PROTOCOL_VERSION}, got {got}")
         frames.send(Fatal(error=error_info(exc)))
         return EXIT_FATAL
+    if hello.supervisor_pid != parent_pid:
+        exc = RuntimeError(f"hello from pid {hello.supervisor_pid}, expected {parent_pid}")
+        frames.send(Fatal(error=error_info(exc)))
+        return EXIT_FATAL
     sys.path[:] = hello.sys_path
     if hello.initializer:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -85,3 +86,23 @@ async def test_cancel_a_running_job(chancy: Chancy, worker: Worker) -> None:
     assert done is not None and done.state == QueuedJob.State.FAILED
     assert done.attempts == 1  # cancelled: never retried
     assert "cancel" in done.errors[-1]["traceback"].lower()
+
+
+async def test_stopping_the_worker_kills_busy_children_and_releases_their_jobs(
+    chancy: Chancy, tmp_path: Path
+) -> None:
+    from supervisor_helpers import gone, wait_for_file
+
+    await chancy.declare(Queue(QUEUE, executor=Chancy.Executor.Process, polling_interval=1))
+    pid_file = tmp_path / "pid"
+    worker = Worker(chancy, register_signal_handlers=False, shutdown_timeout=0.5)
+    await worker.start()
+    try:
+        ref = await chancy.push(job("wait_forever", pid_file=str(pid_file)))
+        pid = int(await wait_for_file(pid_file, 30))
+    finally:
+        with anyio.fail_after(30):
+            await worker.stop()
+    assert gone(pid)
+    released = await chancy.get_job(ref)
+    assert released is not None and released.state == QueuedJob.State.PENDING
