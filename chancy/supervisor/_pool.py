@@ -358,6 +358,7 @@ class ChildPool:
                 tg.start_soon(self._monitor, running)
                 try:
                     message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
+                    child.current_job = running.job_id
                     await child.send(message)
                     reply = await child.receive()
                     if isinstance(reply, JobDone) and reply.job_id == running.job_id:

@@ -87,6 +87,9 @@ class ChildProcess:
         self.pid = popen.pid
         self.frames = frames
         self.jobs_run = 0
+        #: The job the child runs or ran last: its output lines are tagged with it (output
+        #: can reach the log just after the job's result).
+        self.current_job: str | None = None
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._output = output
         self._output_done = anyio.Event()
@@ -210,7 +213,12 @@ class ChildProcess:
     def _log_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self.output_tail.append(line)
-        self._logger.info("child %d: %s", self.pid, line, extra={"child_pid": self.pid})
+        job = self.current_job
+        extra = {"child_pid": self.pid, "job_id": job}
+        if job is None:
+            self._logger.info("child %d: %s", self.pid, line, extra=extra)
+        else:
+            self._logger.info("child %d, job %s: %s", self.pid, job, line, extra=extra)
 
     @property
     def returncode(self) -> int | None:

@@ -292,7 +292,7 @@ async def test_print_does_not_break_the_channel(caplog: pytest.LogCaptureFixture
             while "to stderr" not in caplog.text:
                 await anyio.sleep(0.01)
     assert printed.ok and after.ok and after.pid == printed.pid
-    assert f"child {printed.pid}: hello from the job" in caplog.text
+    assert f"child {printed.pid}, job {printed.job_id}: hello from the job" in caplog.text
 
 
 @pytest.mark.parametrize(
