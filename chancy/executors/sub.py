@@ -6,15 +6,20 @@ saying so, and the worker keeps serving its other queues.
 
 Each of the `concurrency` slots owns one sub-interpreter and runs it on a worker thread;
 a job is handed over as its packed JSON inside a small script and its outcome comes back as
-JSON through a pipe, so nothing but bytes crosses between interpreters. What this executor
+JSON in a temporary file, so nothing but text crosses between interpreters. What this executor
 cannot do, by the nature of sub-interpreters:
 
 * job modules must import in an isolated sub-interpreter: extension modules without
   multi-phase initialisation (for example psycopg's binary build, hence ``import chancy``)
   refuse to load there;
 * `Limit.Type.MEMORY` is not enforced (one process), and a job past its `Limit.Type.TIME`
-  limit or cancelled is marked failed and its slot's interpreter is abandoned (it runs on
-  until the job returns, then is destroyed). For hard limits use the process executor.
+  limit or cancelled is marked failed and its slot's interpreter is abandoned to its thread
+  (it runs on until the job returns, then is destroyed; the slot gets a new interpreter).
+  For hard limits use the process executor.
+
+Checked by hand on CPython 3.13.0 (the test suite runs on 3.11, where only the clear start
+failure is tested): jobs succeed, fail with their traceback, run in parallel, and a time
+limit fails the job.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import textwrap
+import threading
 from typing import Any
 
 import anyio
@@ -62,11 +69,11 @@ def check_supported() -> None:
 
 
 # Runs inside the sub-interpreter: stdlib only. Writes {"ok", "type", "message",
-# "traceback", "meta"} as JSON to the pipe.
+# "traceback", "meta"} as JSON to the result file.
 _SCRIPT = textwrap.dedent(
     """
-    import asyncio, importlib, inspect, json, os, sys, traceback
-    _fd, _data = {fd!r}, json.loads({job!r})
+    import asyncio, importlib, inspect, json, sys, traceback
+    _out_path, _data = {out!r}, json.loads({job!r})
     sys.path[:] = {path!r}
     _result = {{"ok": True, "meta": _data.get("meta") or {{}}}}
     try:
@@ -89,34 +96,59 @@ _SCRIPT = textwrap.dedent(
             "traceback": "".join(traceback.format_exception(_exc)),
             "meta": _data.get("meta") or {{}},
         }}
-    _raw = json.dumps(_result, default=repr).encode()
-    while _raw:
-        _raw = _raw[os.write(_fd, _raw):]
-    os.close(_fd)
+    with open(_out_path, "w") as _f:
+        json.dump(_result, _f, default=repr)
     """
 )
 
 
-def _run_in_interpreter(interp: Any, job_json: str) -> dict[str, Any]:
-    """Blocking: run one job in the sub-interpreter *interp*; returns the outcome dict."""
+class _Run:
+    """One job's run on a thread; `abandoned` hands the interpreter's disposal to it."""
+
+    def __init__(self, interp: Any) -> None:
+        self.interp = interp
+        self.lock = threading.Lock()
+        self.done = False
+        self.abandoned = False
+
+    def abandon(self) -> bool:
+        """Leave the interpreter to the thread; False if the run already ended."""
+        with self.lock:
+            if self.done:
+                return False
+            self.abandoned = True
+            return True
+
+
+def _run_in_interpreter(run: _Run, job_json: str) -> dict[str, Any]:
+    """Blocking: run one job in the sub-interpreter of *run*; returns the outcome dict.
+
+    If the run was abandoned meanwhile (time limit, cancel), the interpreter is destroyed
+    here once the job returns.
+    """
     import _interpreters  # type: ignore[import-not-found]
 
-    read_fd, write_fd = os.pipe()
+    fd, out_path = tempfile.mkstemp(prefix="chancy-sub-", suffix=".json")
+    os.close(fd)
+    failure: Any = None
+    raw = b""
     try:
-        script = _SCRIPT.format(fd=write_fd, job=job_json, path=list(sys.path))
-        run = getattr(_interpreters, "run_string", None) or _interpreters.exec
-        failure = run(interp, script)
-        try:
-            os.close(write_fd)  # normally closed by the script already
-        except OSError:
-            pass
-        chunks = []
-        while chunk := os.read(read_fd, 65536):
-            chunks.append(chunk)
+        script = _SCRIPT.format(out=out_path, job=job_json, path=list(sys.path))
+        execute = getattr(_interpreters, "run_string", None) or _interpreters.exec
+        failure = execute(run.interp, script)
+        with open(out_path, "rb") as f:
+            raw = f.read()
+    except Exception as exc:  # the interpreter itself failed: report, don't crash the slot
+        failure = exc
     finally:
-        os.close(read_fd)
-    if chunks:
-        return json.loads(b"".join(chunks))
+        os.unlink(out_path)
+        with run.lock:
+            run.done = True
+            abandoned = run.abandoned
+        if abandoned:
+            _interpreters.destroy(run.interp)
+    if raw:
+        return json.loads(raw)
     return {
         "ok": False,
         "type": "SubInterpreterError",
@@ -163,9 +195,9 @@ class SubInterpreterExecutor(Executor):
         try:
             async for job in self._receive:
                 if interp is None:
-                    interp = _interpreters.create()
+                    interp = await anyio.to_thread.run_sync(_interpreters.create)
                 if not await self._run_one(interp, job):
-                    interp = None  # abandoned: still busy on its thread
+                    interp = None  # abandoned: its thread destroys it when the job returns
         finally:
             if interp is not None:
                 with anyio.CancelScope(shield=True):
@@ -176,6 +208,7 @@ class SubInterpreterExecutor(Executor):
         limit = time_limit(job)
         scope = anyio.CancelScope()
         self._scopes[job.id] = scope
+        run = _Run(interp)
         outcome: dict[str, Any] | None = None
         try:
             if job.id in self._cancelled:
@@ -184,23 +217,23 @@ class SubInterpreterExecutor(Executor):
                 if limit is not None:
                     scope.deadline = anyio.current_time() + limit
                 outcome = await anyio.to_thread.run_sync(
-                    _run_in_interpreter,
-                    interp,
-                    json.dumps(job.pack()),
-                    abandon_on_cancel=True,
+                    _run_in_interpreter, run, json.dumps(job.pack()), abandon_on_cancel=True
                 )
         finally:
             self._scopes.pop(job.id, None)
+            if outcome is None:
+                run.abandon()  # no-op if it ended just as we gave up on it
+        kept = not run.abandoned
         if job.id in self._cancelled:
             self._cancelled.discard(job.id)
             await self.job_finished(
                 job, error=JobCancelled("job cancelled while running"), retry=False
             )
-            return outcome is not None
+            return kept
         if outcome is None:
             error = TimeLimitExceeded(f"time limit exceeded after {limit:g} s")
             await self.job_finished(job, error=error)
-            return False
+            return kept
         meta = outcome.get("meta")
         if outcome.get("ok"):
             await self.job_finished(job, meta=meta)
