@@ -40,3 +40,15 @@ def grow_past(limit_mib: int, marker: str) -> None:
         f.write(f"{os.getpid()} {time.time()}")
     while True:
         time.sleep(0.05)
+
+
+def sleep_ignoring_stop(marker: str) -> None:
+    """Sleeps forever and swallows whatever is raised in it (a job that will not stop)."""
+    with open(marker, "w") as f:
+        f.write(f"{os.getpid()} {time.time()}")
+    while True:
+        try:
+            while True:
+                time.sleep(0.05)
+        except BaseException:  # noqa: S110 - the point: it ignores the request to stop
+            pass

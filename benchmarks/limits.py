@@ -102,6 +102,27 @@ async def limits_once(dsn: str) -> dict[str, float]:
                 failed = time.time()
                 assert job is not None and job.state == QueuedJob.State.FAILED, job
                 result["time_failed_ms"] = (failed - started - TIME_LIMIT_S) * 1000
+
+                # A job that swallows the stop request: killed after the grace period.
+                marker = Path(tmp, "stubborn")
+                ref = await app.push(
+                    Job(
+                        func=f"{JOBS}.sleep_ignoring_stop",
+                        queue="limits",
+                        kwargs={"marker": str(marker)},
+                        limits=[Limit(Limit.Type.TIME, TIME_LIMIT_S)],
+                    )
+                )
+                pid, started = await _marker(marker)
+                with anyio.fail_after(30):
+                    while not _gone(pid):
+                        await anyio.sleep(0.001)
+                gone = time.time()
+                job = await app.wait_for_job(ref, interval=0.1, timeout=30)
+                failed = time.time()
+                assert job is not None and job.state == QueuedJob.State.FAILED, job
+                result["stubborn_gone_ms"] = (gone - started - TIME_LIMIT_S) * 1000
+                result["stubborn_failed_ms"] = (failed - started - TIME_LIMIT_S) * 1000
     finally:
         drop_tables(dsn, app.prefix)
     return result
@@ -175,6 +196,18 @@ def run(ctx: Context) -> list[Figure]:
             "time limit expired → FAILED (wait_for_job)",
             limits,
             {"limit_s": TIME_LIMIT_S},
+        ),
+        (
+            "stubborn_gone_ms",
+            "time limit expired, job ignores the stop → tree gone",
+            limits,
+            {"limit_s": TIME_LIMIT_S, "stop_grace": "default"},
+        ),
+        (
+            "stubborn_failed_ms",
+            "time limit expired, job ignores the stop → FAILED",
+            limits,
+            {"limit_s": TIME_LIMIT_S, "stop_grace": "default"},
         ),
         (
             "warm_round_trip_ms",
