@@ -17,9 +17,8 @@ cannot do, by the nature of sub-interpreters:
   (it runs on until the job returns, then is destroyed; the slot gets a new interpreter).
   For hard limits use the process executor.
 
-Checked by hand on CPython 3.13.0 (the test suite runs on 3.11, where only the clear start
-failure is tested): jobs succeed, fail with their traceback, run in parallel, and a time
-limit fails the job.
+``tests/supervisor/test_sub_executor.py`` runs jobs through it on Python 3.13+ (checked
+with CPython 3.13.0) and checks the start failure before that.
 """
 
 from __future__ import annotations

@@ -38,3 +38,25 @@ async def test_queue_fails_to_start_and_the_worker_serves_the_others(
     assert job is not None and job.state == QueuedJob.State.PENDING
     assert "SubInterpreterExecutor needs Python 3.13 or newer" in caplog.text
     assert "'sub'" in caplog.text
+
+
+@pytest.mark.skipif(OLD_PYTHON, reason="sub-interpreter pools need Python 3.13+")
+async def test_jobs_run_in_sub_interpreters(chancy: Chancy) -> None:
+    from chancy import Limit
+
+    await chancy.declare(
+        Queue("sub", concurrency=2, executor=Chancy.Executor.SubInterpreter, polling_interval=1)
+    )
+    jobs = [
+        Job(func="supervisor_sub_jobs.ok", queue="sub"),
+        Job(func="supervisor_sub_jobs.bad", queue="sub"),
+        Job(func="supervisor_sub_jobs.slow", queue="sub").with_limits([Limit(Limit.Type.TIME, 1)]),
+    ]
+    async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5):
+        refs = [await chancy.push(j) for j in jobs]
+        ok, bad, slow = [await chancy.wait_for_job(r, interval=0.2, timeout=30) for r in refs]
+    assert ok is not None and ok.state == QueuedJob.State.SUCCEEDED
+    assert bad is not None and bad.state == QueuedJob.State.FAILED
+    assert "ValueError: nope" in bad.errors[-1]["traceback"]
+    assert slow is not None and slow.state == QueuedJob.State.FAILED
+    assert "time limit exceeded" in slow.errors[-1]["traceback"]
