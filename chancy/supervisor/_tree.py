@@ -81,6 +81,10 @@ def tree_rss(proc: psutil.Process) -> int:
     reads per process in the tree) instead of psutil's ``children(recursive=True)``, which
     scans every process on the host (about 4 ms per call with 130 processes; the monitor
     samples each busy child 20 times a second). Elsewhere it falls back to psutil.
+
+    Pages shared between processes of the tree (copy-on-write after a ``fork``) count once
+    per process, so a forking job is measured on the high side; PSS would be exact but costs
+    a page-table walk per sample.
     """
     if _FAST:
         return sum(_proc_rss(pid) for pid in _walk(proc.pid))
