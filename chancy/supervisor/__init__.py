@@ -15,9 +15,10 @@
 * Kernel backstops set in the child before job code is imported: ``RLIMIT_CORE`` = 0, a
   hard ``RLIMIT_CPU`` for time-limited jobs, ``PR_SET_PDEATHSIG``; the child also exits
   when its channel reaches end-of-file, so a SIGKILLed supervisor leaves no child behind.
-  Known gap: processes a job itself starts are killed with its child on every path (limits,
-  cancel, crash, shutdown) except a SIGKILL of the supervisor, where the kernel kills the
-  child and its own subprocesses are reparented to init.
+  Processes a job itself starts die with its child's tree on every path (limits, cancel,
+  crash, shutdown); after a SIGKILL of the supervisor, the pool's watchdog process
+  (:mod:`chancy.supervisor._watchdog`) kills each child's process group. Only a process
+  that a job moved out of its group (``setsid``) and that outlives the child escapes then.
 
 Re-exports are lazy so that the child bootloader does not import anyio or psutil.
 """

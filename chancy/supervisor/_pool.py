@@ -17,7 +17,7 @@ import msgspec
 from chancy.wire import MAX_FRAME_SIZE, ErrorInfo, JobDone, ProtocolError, RunJob, StopJob
 
 from . import _tree
-from ._process import ChildProcess, describe_returncode, thread_limiter
+from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
 from .errors import ChildStartError, PoolClosed
 
 MiB = 1024 * 1024
@@ -154,23 +154,28 @@ class ChildPool:
         self._closing = False
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._used = False
+        self._watchdog = Watchdog(self.logger)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[ChildPool]:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            self._closing = False
-            for slot in self._slots:
-                tg.start_soon(self._warm, slot)
-            try:
-                yield self
-            finally:
-                self._closing = True
-                with anyio.CancelScope(shield=True):
-                    await self._stop_children()
-                tg.cancel_scope.cancel()
+        self._watchdog.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._closing = False
+                for slot in self._slots:
+                    tg.start_soon(self._warm, slot)
+                try:
+                    yield self
+                finally:
+                    self._closing = True
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_children()
+                    tg.cancel_scope.cancel()
+        finally:
+            await self._watchdog.close()
         self._tg = None
         self._free_send.close()
         self._free_receive.close()
@@ -216,7 +221,7 @@ class ChildPool:
     async def _spawn(self) -> ChildProcess:
         if self._tg is None:
             raise PoolClosed("the pool is not running")
-        return await ChildProcess.spawn(
+        child = await ChildProcess.spawn(
             self._tg,
             sys_path=self.sys_path,
             initializer=self.initializer,
@@ -225,6 +230,9 @@ class ChildPool:
             max_frame_size=self.max_frame_size,
             logger=self.logger,
         )
+        self._watchdog.add(child.pid)
+        child.on_gone = self._watchdog.remove
+        return child
 
     async def _warm(self, slot: _Slot) -> None:
         """Start a child for *slot* in the background, then offer the slot."""

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
@@ -87,6 +87,8 @@ class ChildProcess:
         self.pid = popen.pid
         self.frames = frames
         self.jobs_run = 0
+        #: Called with the pid once the child and its tree are gone (the pool's watchdog).
+        self.on_gone: Callable[[int], None] | None = None
         #: The job the child runs or ran last: its output lines are tagged with it (output
         #: can reach the log just after the job's result).
         self.current_job: str | None = None
@@ -258,6 +260,9 @@ class ChildProcess:
                     if others:
                         await anyio.sleep(0.002)
             await self._close_channel()
+            if code is not None and self.on_gone is not None:
+                on_gone, self.on_gone = self.on_gone, None
+                on_gone(self.pid)
             return code
 
     async def stop(self, *, ask_timeout: float = 2.0, term_timeout: float = 2.0) -> int | None:
@@ -287,3 +292,65 @@ class ChildProcess:
             await self.frames.aclose()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
+
+
+class Watchdog:
+    """The pool's watchdog process (see :mod:`chancy.supervisor._watchdog`).
+
+    Started with ``-I`` from its file, so it imports nothing of chancy; its stdin is the
+    only end of its pipe, held by the supervisor alone. Registration is a blocking write of
+    a few bytes to a pipe that the watchdog keeps draining.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from . import _watchdog
+
+        self._popen = subprocess.Popen(
+            [sys.executable, "-I", _watchdog.__file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
+    def _send(self, line: bytes) -> None:
+        if self._popen is None or self._popen.stdin is None:
+            return
+        try:
+            self._popen.stdin.write(line)
+            self._popen.stdin.flush()
+        except (OSError, ValueError) as exc:
+            self._logger.warning("supervisor watchdog unreachable: %s", exc)
+            self._popen.stdin = None
+
+    def add(self, pgid: int) -> None:
+        self._send(b"+%d\n" % pgid)
+
+    def remove(self, pgid: int) -> None:
+        self._send(b"-%d\n" % pgid)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """End it (it kills the groups still registered) and reap it; shielded."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if popen.stdin is not None:
+                try:
+                    popen.stdin.close()
+                except OSError:
+                    pass
+            with anyio.move_on_after(timeout):
+                while popen.poll() is None:
+                    await anyio.sleep(0.005)
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()

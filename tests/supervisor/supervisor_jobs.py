@@ -197,3 +197,25 @@ async def async_sleep(seconds: float = 30) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    Path(path + ".tmp").write_text(text)
+    os.replace(path + ".tmp", path)
+
+
+def fork_and_wait(pid_file: str) -> None:
+    """Fork a grandchild that lives forever (in the child's process group), then block.
+
+    The grandchild's pid goes to ``<pid_file>.grandchild``, then the child's to *pid_file*.
+    """
+    grandchild = os.fork()
+    if grandchild == 0:
+        _write_atomic(pid_file + ".grandchild", str(os.getpid()))
+        while True:
+            time.sleep(0.05)
+    while not Path(pid_file + ".grandchild").exists():
+        time.sleep(0.01)
+    _write_atomic(pid_file, str(os.getpid()))
+    while True:
+        time.sleep(0.05)
