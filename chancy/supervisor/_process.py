@@ -95,6 +95,7 @@ class ChildProcess:
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._output = output
         self._output_done = anyio.Event()
+        self._swept: anyio.Event | None = None
         self._logger = logger
 
     @classmethod
@@ -243,7 +244,23 @@ class ChildProcess:
         return self.popen.poll()
 
     async def kill(self, *, wait: float = 5.0) -> int | None:
-        """SIGKILL the whole tree at once and wait (shielded) until it is gone."""
+        """SIGKILL the whole tree at once and wait (shielded) until it is gone.
+
+        Done once: later (or concurrent) calls wait for that sweep and report the return
+        code (a group id must not be signalled long after its processes are gone: the number
+        may be reused).
+        """
+        if self._swept is not None:
+            with anyio.CancelScope(shield=True):
+                await self._swept.wait()
+            return self.popen.poll()
+        self._swept = anyio.Event()
+        try:
+            return await self._kill(wait)
+        finally:
+            self._swept.set()
+
+    async def _kill(self, wait: float) -> int | None:
         with anyio.CancelScope(shield=True):
             # The child leads its own session and group; the group id cannot be reused while
             # any member lives, so killing it is safe even after the child was reaped.
