@@ -241,12 +241,12 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
                 started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
                 taken_by = NULL
             FROM u
-            -- The guard is wrapped in IS TRUE so that the planner cannot drive the join from
-            -- the (taken_by) WHERE state = 'running' index, which holds every version of this
-            -- worker's rows and, with stale statistics, made it rescan the batch per row: the
-            -- join goes through the primary key, one probe per update.
-            WHERE j.id = u.id AND j.attempts = u.attempts
-              AND (j.state = 'running' AND j.taken_by = %s) IS TRUE
+            -- The guard is one join condition wrapped in IS TRUE, so the planner can neither
+            -- drive the join from the (taken_by) WHERE state = 'running' index nor, on a table
+            -- without statistics yet, estimate it at one row and rescan the batch per row
+            -- (quadratic); `id = ANY(...)` makes it probe the primary key once per update.
+            WHERE j.id = u.id AND j.id = ANY(ARRAY(SELECT id FROM u))
+              AND (j.attempts = u.attempts AND j.state = 'running' AND j.taken_by = %s) IS TRUE
             RETURNING j.id, j.state
         ), done AS (
             SELECT id, row_number() OVER () - 1 AS n FROM upd

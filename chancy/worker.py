@@ -217,8 +217,9 @@ class Worker:
         self.allowed_functions = allowed_functions
         #: Whether to register SIGTERM/SIGINT handlers while running.
         self.register_signal_handlers = register_signal_handlers
-        #: Seconds the batcher waits to fill a batch of outgoing updates.
-        self.send_outgoing_interval: float = 0.02
+        #: Minimum seconds between the starts of two writes of outgoing updates; 0 (the default)
+        #: writes at once when no write is in flight (see `chancy.actors.batcher`).
+        self.send_outgoing_interval: float = 0.0
         self.log = chancy.log
         self._extra_tags = set(tags or ())
         #: An event hub with cluster and local telemetry, useful for plugins.

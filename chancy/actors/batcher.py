@@ -1,11 +1,21 @@
 """The outgoing batcher: writes job updates in batches, one statement and one notice per batch.
 
-`Worker.queue_update` puts a job's new state in the `Outbox`; the batcher takes up to
-`max_outgoing_batch` updates every `send_outgoing_interval` seconds (sooner when a batch fills)
-and writes them with one guarded `UPDATE ... FROM unnest(...)` that also notifies the finished
-job ids, so `Chancy.wait_for_job` wakes at once. A failed write is retried with backoff and
-never dropped; when the batcher is stopped mid-write, the batch goes back to the outbox for the
-worker's final, shielded flush.
+`Worker.queue_update` puts a job's new state in the `Outbox`. Batching is natural: when no
+write is in flight, the batcher writes what is waiting at once (so a lone completion reaches the
+database, and `Chancy.wait_for_job`, within a round trip); whatever arrives while a write is in
+flight waits for it to end and goes in the next write, up to the outbox's `batch_size` updates
+per write. Busy workers get big batches, idle ones low latency, with no timer to tune.
+
+`Worker.send_outgoing_interval` (default 0) is the minimum number of seconds between the starts
+of two writes: above 0, updates arriving sooner than that after a write began wait (and gather)
+until the gap has passed, or until a batch fills, which is always written at once. It trades
+latency for fewer, bigger writes; the first update after a quiet spell longer than the interval
+is still written at once.
+
+Each batch is one guarded statement that also sends one notice naming the finished jobs, so
+`Chancy.wait_for_job` wakes at once. A failed write is retried with backoff and never dropped;
+when the batcher is stopped mid-write, the batch goes back to the outbox for the worker's final,
+shielded flush. Back-pressure is the fetchers' (they stop claiming while the outbox is long).
 """
 
 from __future__ import annotations
@@ -148,13 +158,22 @@ class Batcher:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         task_status.started()
         outbox = self.outbox
+        last_write = -math.inf
         while True:
             while outbox.empty():
                 await outbox.arrived.wait()
-            if len(outbox) < outbox.batch_size:
-                await outbox.full.wait(self.worker.send_outgoing_interval)
+            # Writes are sequential, so what arrived during the last write is all here now.
+            gap = self.worker.send_outgoing_interval
+            if gap > 0:
+                # A stale `full` wake-up (from a batch already taken) just loops once more.
+                while len(outbox) < outbox.batch_size:
+                    remaining = last_write + gap - anyio.current_time()
+                    if remaining <= 0:
+                        break
+                    await outbox.full.wait(remaining)
             batch = outbox.take(outbox.batch_size)
             if batch:
+                last_write = anyio.current_time()
                 await self.write(batch)
 
     async def write(self, batch: list[QueuedJob], *, deadline: float = math.inf) -> bool:
