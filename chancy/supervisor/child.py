@@ -26,7 +26,6 @@ Time limits are also backed by the kernel, see :func:`arm_cpu_limit`.
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import importlib
 import inspect
@@ -39,6 +38,7 @@ import signal
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -157,6 +157,25 @@ def _job_parameter(func: Callable[..., Any]) -> str | None:
     return None
 
 
+#: Resolved job functions by path: (function, its ``QueuedJob`` parameter).
+_resolved: dict[str, tuple[Callable[..., Any], str | None]] = {}
+
+
+def _resolve(path: str) -> tuple[Callable[..., Any], str | None]:
+    """Import and inspect a job function once per child (modules stay imported anyway)."""
+    found = _resolved.get(path)
+    if found is None:
+        func = import_function(path)
+        found = _resolved[path] = (func, _job_parameter(func))
+    return found
+
+
+def _run_async(coroutine: Any) -> None:
+    import asyncio  # only children that run async jobs pay for importing it
+
+    asyncio.run(coroutine)
+
+
 class _State:
     """What the main thread runs and what the reader thread was asked to stop."""
 
@@ -206,20 +225,16 @@ def run_job(message: RunJob) -> JobDone:
                 arm_cpu_limit(message.time_limit)
             try:
                 _start(message.job_id)  # from here on a stop interrupts, even the import
-                func = import_function(data["func"])
+                func, param = _resolve(data["func"])
                 kwargs = dict(data.get("kwargs") or {})
-                param = _job_parameter(func)
                 if param is not None:
                     from chancy.job import QueuedJob
 
                     job_obj = QueuedJob.unpack(data)
                     kwargs[param] = job_obj
-                if inspect.iscoroutinefunction(func):
-                    asyncio.run(func(**kwargs))
-                else:
-                    result = func(**kwargs)
-                    if inspect.iscoroutine(result):
-                        asyncio.run(result)
+                result = func(**kwargs)  # an async function returns its coroutine here
+                if isinstance(result, types.CoroutineType):
+                    _run_async(result)
             finally:
                 with _state.lock:
                     _state.running = None
