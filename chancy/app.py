@@ -7,6 +7,7 @@ worker, the supervisor or the executors.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import math
@@ -158,16 +159,16 @@ class _PushPlan:
             "meta": job.meta,
         }
 
-    def params(self, tables: Tables, notify: bool) -> tuple[sql.Composed, list[Any]]:
+    def params(self, tables: Tables, notify: bool) -> tuple[str, list[Any]]:
         params: list[Any] = [self.document]
         if notify:
-            params += [tables.channel, event("pushed", q=self.queues)]
+            params += [tables.channel, _pushed_event(tuple(self.queues))]
         return _insert_query(tables, notify), params
 
     def references(self, inserted: set[str], existing: dict[str, str]) -> list[Reference]:
         refs = []
         for id_, key in zip(self.ids, self.unique_keys, strict=True):
-            refs.append(Reference(id_ if id_ in inserted else existing[key]))  # type: ignore[index]
+            refs.append(_reference(id_ if id_ in inserted else existing[key]))  # type: ignore[index]
         return refs
 
     def conflicting_keys(self, inserted: set[str]) -> list[str]:
@@ -176,7 +177,33 @@ class _PushPlan:
         )
 
 
-def _insert_query(tables: Tables, notify: bool) -> sql.Composed:
+def _reference(identifier: str) -> Reference:
+    """A `Reference` to an id already in canonical form (made by `uuid7()` or read back as
+    `id::text`), without parsing it again."""
+    ref = object.__new__(Reference)
+    ref.identifier = identifier
+    return ref
+
+
+@functools.lru_cache(maxsize=256)
+def _pushed_event(queues: tuple[str, ...]) -> str:
+    return event("pushed", q=list(queues))
+
+
+#: The push statements as text, by (table prefix, notify): composing them with `psycopg.sql`
+#: on every push cost more than a tenth of a one-job `push`.
+_QUERY_TEXT: dict[tuple[str, str, bool], str] = {}
+
+
+def _insert_query(tables: Tables, notify: bool) -> str:
+    key = ("insert", tables.prefix, notify)
+    text = _QUERY_TEXT.get(key)
+    if text is None:
+        text = _QUERY_TEXT[key] = _compose_insert_query(tables, notify).as_string(None)
+    return text
+
+
+def _compose_insert_query(tables: Tables, notify: bool) -> sql.Composed:
     # One statement per batch: the rows arrive as one JSON document; nothing is inserted when any
     # job names an undeclared queue; duplicates of an unfinished unique_key are skipped (their
     # existing job is looked up afterwards); and the push notice is sent in the same statement.
@@ -224,11 +251,15 @@ def _inserted(plan: _PushPlan, rows: list[tuple], offset: int) -> set[str]:
     return {value for kind, value in rows if kind == "inserted"}
 
 
-def _existing_query(tables: Tables) -> sql.Composed:
-    return tables.q(
-        "SELECT unique_key, id::text FROM {jobs} WHERE unique_key = ANY(%s)"
-        " AND state IN ('pending', 'running', 'retrying')"
-    )
+def _existing_query(tables: Tables) -> str:
+    key = ("existing", tables.prefix, False)
+    text = _QUERY_TEXT.get(key)
+    if text is None:
+        text = _QUERY_TEXT[key] = tables.q(
+            "SELECT unique_key, id::text FROM {jobs} WHERE unique_key = ANY(%s)"
+            " AND state IN ('pending', 'running', 'retrying')"
+        ).as_string(None)
+    return text
 
 
 class Chancy:

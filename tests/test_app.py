@@ -183,6 +183,36 @@ async def test_unique_key_under_concurrent_pushes(dsn: str, prefix: str) -> None
         assert await rows(app, "SELECT count(*) FROM {jobs}") == [(1,)]
 
 
+async def test_push_statements_are_per_app(chancy: Chancy, dsn: str) -> None:
+    # The push statements are cached as text: a second app (another prefix, notifications
+    # off) in the same process must write to its own tables, also once psycopg has prepared
+    # them (after a few runs on a connection), and only the notifying app sends a notice.
+    other = Chancy(dsn, prefix=chancy.prefix + "b_", plugins=[], notifications=False)
+    async with other, chancy.db.dedicated() as listener:
+        await other.migrate()
+        await listener.execute(f'LISTEN "{chancy.tables.channel}"')
+        await listener.execute(f'LISTEN "{other.tables.channel}"')
+        for app in (chancy, other):
+            await app.declare(Queue("default"))
+        await listener.notifies(timeout=0.5)  # the declarations' notices
+        mine = [await chancy.push(Job.from_func(jobs.noop)) for _ in range(8)]
+        theirs = [await other.push(Job.from_func(jobs.noop)) for _ in range(8)]
+        keyed = Job.from_func(jobs.noop, unique_key="k")
+        assert await chancy.push(keyed) == await chancy.push(keyed)
+        assert await other.push(keyed) == await other.push(keyed)
+        got = await listener.notifies(timeout=2)
+        assert sorted(r for (r,) in await rows(chancy, "SELECT id::text FROM {jobs}")) == sorted(
+            [r.identifier for r in mine] + [(await chancy.push(keyed)).identifier]
+        )
+        assert sorted(r for (r,) in await rows(other, "SELECT id::text FROM {jobs}")) == sorted(
+            [r.identifier for r in theirs] + [(await other.push(keyed)).identifier]
+        )
+        await other.migrate(to_version=0)
+    pushed = [json.loads(p) for c, p in got if json.loads(p)["t"] == "pushed"]
+    assert {c for c, _ in got} == {chancy.tables.channel}
+    assert len(pushed) == 9 and all(p == {"t": "pushed", "q": ["default"]} for p in pushed)
+
+
 async def test_wait_for_job(chancy: Chancy) -> None:
     await chancy.declare(Queue("default"))
     ref = await chancy.push(Job.from_func(jobs.noop))
