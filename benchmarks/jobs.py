@@ -29,15 +29,18 @@ def _own_rss() -> int:
 
 
 def grow_past(limit_mib: int, marker: str) -> None:
-    """Allocates memory until its RSS is past `limit_mib`, writes "pid time" to `marker` at
-    that moment, then waits to be killed (Linux: RSS read from /proc/self/statm)."""
+    """Allocates memory past `limit_mib` of RSS, then waits to be killed. Writes "pid time" to
+    `marker` just before the allocation that crosses the limit (the monitor may kill the job
+    within that allocation). Linux: RSS read from /proc/self/statm."""
     blocks = []
     step = 4 * 1024 * 1024
     limit = limit_mib * 1024 * 1024
-    while _own_rss() <= limit:
+    while _own_rss() + step <= limit:
         blocks.append(b"\x01" * step)  # written, so its pages count in RSS
     with open(marker, "w") as f:
         f.write(f"{os.getpid()} {time.time()}")
+    while _own_rss() <= limit + step:
+        blocks.append(b"\x01" * step)
     while True:
         time.sleep(0.05)
 

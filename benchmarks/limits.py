@@ -4,7 +4,9 @@
   to its process tree being gone (psutil, polled every ms) and to the job being FAILED as seen
   by `wait_for_job`.
 * time: a job sleeps past its 1 s TIME limit; time from the limit expiring (the job notes when
-  it started) to the job being FAILED as seen by `wait_for_job`.
+  it started) to the job being FAILED as seen by `wait_for_job`. The supervisor's clock starts
+  when it hands the job over, a little before the job notes its start, so this can be < 0.
+  The same with a job that swallows the stop request (killed after the grace period).
   Both run through a worker in its own process (`benchmarks._serve`, the supervisor).
 * respawn: with `chancy.supervisor.ChildPool` in this process: a job's round trip on a warm
   child (the pipe), and on a child SIGKILLed while idle (spawn + handshake + the job).
@@ -193,7 +195,7 @@ def run(ctx: Context) -> list[Figure]:
         ),
         (
             "time_failed_ms",
-            "time limit expired → FAILED (wait_for_job)",
+            "time limit expired → FAILED (from the job's own start + limit)",
             limits,
             {"limit_s": TIME_LIMIT_S},
         ),
