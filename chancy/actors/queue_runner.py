@@ -102,10 +102,14 @@ class QueueRunner:
             try:
                 self.fetcher = Fetcher(worker, queue, executor)
                 fetch_scope = anyio.CancelScope()
+                fetch_done = Flag()
 
                 async def fetch() -> None:
-                    with fetch_scope:
-                        await self.fetcher.run()  # type: ignore[union-attr]
+                    try:
+                        with fetch_scope:
+                            await self.fetcher.run()  # type: ignore[union-attr]
+                    finally:
+                        fetch_done.set()
 
                 tg.start_soon(fetch)
                 worker.log.info(
@@ -116,8 +120,11 @@ class QueueRunner:
                 )
                 await self._stop.wait()
                 fetch_scope.cancel()
-                if executor.running:
-                    with anyio.move_on_after(self._timeout):
+                with anyio.move_on_after(self._timeout):
+                    # A claim in flight is shielded: let its jobs reach the executor first, so
+                    # they are run (or put back) and not mistaken for jobs cut off at the end.
+                    await first_of(fetch_done.wait, worker._force.wait)
+                    if executor.running:
                         await first_of(executor.wait_idle, worker._force.wait)
                 self.drained = not executor.running
                 tg.cancel_scope.cancel()
