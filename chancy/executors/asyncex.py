@@ -31,45 +31,21 @@ from chancy.executors.base import (
 )
 from chancy.job import QueuedJob
 
-#: A claim's round trip (seconds) assumed when sizing the prefetch.
-CLAIM_TIME = 0.02
-#: At most this many times `concurrency` jobs are claimed ahead.
-PREFETCH_FACTOR = 4
-#: And never more than this many.
-MAX_PREFETCH = 1000
-
 
 class AsyncExecutor(Executor):
-    """Runs coroutine jobs on the worker's event loop (plain functions on threads)."""
+    """Runs coroutine jobs on the worker's event loop (plain functions on threads).
+
+    Uses the base class's adaptive prefetch: short jobs are claimed ahead of the free slots.
+    """
+
+    adaptive_prefetch = True
 
     def __init__(self, worker: Any, queue: Any, **options: Any) -> None:
         super().__init__(worker, queue, **options)
         self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancelled: set[str] = set()
-        #: Moving average of recent job run times (seconds); None until a job ran.
-        self.average_duration: float | None = None
         self._limiter = anyio.CapacityLimiter(self.concurrency)
-
-    def free_slots(self) -> int:
-        """Free slots plus an adaptive prefetch: when jobs are short, up to `PREFETCH_FACTOR`
-        times `concurrency` more are claimed ahead (they wait here, already RUNNING in the
-        database, and are put back on shutdown), so the slots do not idle while the next claim
-        is in flight. Jobs that take longer than a claim get no prefetch, so slow jobs are
-        never hoarded away from other workers."""
-        capacity = self.concurrency + self.prefetch()
-        running = len(self.running)
-        free = capacity - running
-        if running > self.concurrency and free < capacity // 2:
-            return 0  # the prefetched jobs keep the slots busy: claim in bigger batches
-        return max(0, free)
-
-    def prefetch(self) -> int:
-        average = self.average_duration
-        if average is None:
-            return 0
-        ahead = int(self.concurrency * CLAIM_TIME / max(average, 1e-6))
-        return min(ahead, self.concurrency * PREFETCH_FACTOR, MAX_PREFETCH)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         # Jobs still queued or running when this is cancelled stay in `running`; the worker
@@ -128,9 +104,7 @@ class AsyncExecutor(Executor):
             error = exc
         finally:
             self._scopes.pop(job.id, None)
-            duration = time.perf_counter() - started
-            average = self.average_duration
-            self.average_duration = duration if average is None else average * 0.9 + duration * 0.1
+            self.record_duration(time.perf_counter() - started)
         if job.id in self._cancelled:
             self._cancelled.discard(job.id)
             error, retry = JobCancelled("job cancelled while running"), False

@@ -11,6 +11,11 @@ fetcher because a slot came free.
 Jobs still running when an executor stops are not finished by it: the worker puts them back
 to pending (the attempt is not counted) with `release_unfinished()`.
 
+Prefetch (opt-in, `adaptive_prefetch = True` on a subclass, as the async and threaded
+executors do): when jobs are short, `free_slots()` counts room for jobs claimed ahead, so the
+slots do not idle while the next claim is in flight. The subclass reports each job's run time
+with `record_duration()`; the prefetch is sized from their moving average (see `prefetch()`).
+
 Retries: without a plugin that sets a backoff, a failed job with attempts left is retried
 after `DEFAULT_RETRY_DELAY` seconds (a plugin's `on_job_completed` may set another
 `scheduled_at`).
@@ -25,7 +30,7 @@ import inspect
 import traceback as tb
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -40,6 +45,13 @@ if TYPE_CHECKING:
 
 #: Seconds before a failed job with attempts left runs again, when no plugin decides.
 DEFAULT_RETRY_DELAY = 1.0
+
+#: A claim's round trip (seconds) assumed when sizing the prefetch.
+CLAIM_TIME = 0.02
+#: By default at most this many times `concurrency` jobs are claimed ahead ...
+PREFETCH_FACTOR = 4
+#: ... and never more than this many.
+MAX_PREFETCH = 1000
 
 
 class JobCancelled(Exception):
@@ -128,6 +140,13 @@ class Executor(abc.ABC):
     each job handed to `start_job` (unless the executor is stopped first).
     """
 
+    #: Opt-in: claim ahead of the free slots when jobs are short (see `free_slots`).
+    adaptive_prefetch: ClassVar[bool] = False
+    #: With the prefetch: at most this many times `concurrency` jobs claimed ahead ...
+    prefetch_factor: ClassVar[int] = PREFETCH_FACTOR
+    #: ... and at most this many.
+    max_prefetch: ClassVar[int] = MAX_PREFETCH
+
     def __init__(self, worker: Worker, queue: Queue, **options: Any) -> None:
         if options:
             raise TypeError(
@@ -143,6 +162,8 @@ class Executor(abc.ABC):
         self.wakeup = Wakeup()
         self._idle = Flag()
         self._idle.set()
+        #: Moving average of recent job run times (seconds); None until a job ran.
+        self.average_duration: float | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue.name!r} running={len(self.running)}>"
@@ -165,8 +186,38 @@ class Executor(abc.ABC):
     # -- shared ----------------------------------------------------------------------------
 
     def free_slots(self) -> int:
-        """How many more jobs this executor can take now."""
-        return max(0, self.concurrency - len(self.running))
+        """How many more jobs this executor can take now.
+
+        Without `adaptive_prefetch`: the free slots. With it: the free slots plus `prefetch()`
+        jobs claimed ahead (they wait here, already RUNNING in the database, and are put back
+        on shutdown); while the prefetched jobs keep the slots busy, nothing is claimed until
+        half of that room is free, so claims come in bigger batches.
+        """
+        running = len(self.running)
+        if not self.adaptive_prefetch:
+            return max(0, self.concurrency - running)
+        capacity = self.concurrency + self.prefetch()
+        free = capacity - running
+        if running > self.concurrency and free < capacity // 2:
+            return 0
+        return max(0, free)
+
+    def prefetch(self) -> int:
+        """How many jobs to claim ahead: as many as the slots would finish during one claim
+        (`CLAIM_TIME`) at the recent average run time, capped by `prefetch_factor` times
+        `concurrency` and by `max_prefetch`. Jobs that take longer than a claim get none, so
+        slow jobs are never hoarded away from other workers. 0 without `adaptive_prefetch`
+        or before a job ran."""
+        average = self.average_duration
+        if not self.adaptive_prefetch or average is None:
+            return 0
+        ahead = int(self.concurrency * CLAIM_TIME / max(average, 1e-6))
+        return min(ahead, self.concurrency * self.prefetch_factor, self.max_prefetch)
+
+    def record_duration(self, seconds: float) -> None:
+        """Feed one job's run time into `average_duration` (a moving average)."""
+        average = self.average_duration
+        self.average_duration = seconds if average is None else average * 0.9 + seconds * 0.1
 
     async def submit(self, job: QueuedJob) -> None:
         """Run the `on_job_starting` hooks, record the job as running and start it."""

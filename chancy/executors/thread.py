@@ -95,8 +95,7 @@ class ThreadedExecutor(AsyncExecutor):
             work, limiter=self._limiter, abandon_on_cancel=True
         )
         for (job, _call), (error, duration, value) in zip(batch, results, strict=True):
-            average = self.average_duration
-            self.average_duration = duration if average is None else average * 0.9 + duration * 0.1
+            self.record_duration(duration)
             retry = True
             if error is None and inspect.isawaitable(value):
                 try:
