@@ -72,10 +72,22 @@ class _JobId(msgspec.Struct):
     id: str
 
 
+class _Successor:
+    """A child started before the one it replaces retires (see ``ChildPool._foresee``)."""
+
+    def __init__(self) -> None:
+        self.ready = anyio.Event()  # spawned (child set) or failed (child None)
+        self.taken = anyio.Event()
+        self.child: ChildProcess | None = None
+        self.dropped = False
+
+
 class _Slot:
     def __init__(self, index: int) -> None:
         self.index = index
         self.child: ChildProcess | None = None
+        self.first_job_at = 0.0  # when its child started its first job
+        self.successor: _Successor | None = None
 
 
 class _Running:
@@ -113,6 +125,12 @@ class ChildPool:
     descendants; over ``memory_limit`` the whole tree is SIGKILLed at once. Past
     ``time_limit`` the job gets a :class:`~chancy.wire.StopJob` (an exception inside it) and
     the tree is killed ``stop_grace`` seconds later if it has not stopped.
+
+    A child's replacement is spawned ahead, while the child runs its last jobs, so that its
+    slot does not stay empty for a whole spawn when it is recycled: it starts when the jobs
+    the child has left would, at its pace so far, take less than twice a spawn. Until it is
+    taken it idles (at most ``spare_linger`` seconds, then it is stopped); it never runs a
+    job before its slot's child has retired, so at most ``size`` children are ever busy.
     """
 
     def __init__(
@@ -123,6 +141,7 @@ class ChildPool:
         initializer: str | None = None,
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
+        spare_linger: float = 2.0,
         handshake_timeout: float = 60.0,
         shutdown_timeout: float = 3.0,
         sys_path: list[str] | None = None,
@@ -139,6 +158,8 @@ class ChildPool:
         self.initializer = initializer
         self.monitor_interval = monitor_interval
         self.stop_grace = stop_grace
+        self.spare_linger = spare_linger
+        self._spawn_seconds = 0.2  # running estimate of how long a spawn takes
         self.handshake_timeout = handshake_timeout
         self.shutdown_timeout = shutdown_timeout
         self.sys_path = sys_path
@@ -203,6 +224,9 @@ class ChildPool:
     async def _stop_children(self) -> None:
         async with anyio.create_task_group() as tg:
             for slot in self._slots:
+                successor, slot.successor = slot.successor, None
+                if successor is not None and successor.child is not None:
+                    tg.start_soon(successor.child.kill)  # spawning ones see _closing
                 child, slot.child = slot.child, None
                 if child is None:
                     continue
@@ -221,6 +245,7 @@ class ChildPool:
     async def _spawn(self) -> ChildProcess:
         if self._tg is None:
             raise PoolClosed("the pool is not running")
+        began = anyio.current_time()
         child = await ChildProcess.spawn(
             self._tg,
             sys_path=self.sys_path,
@@ -232,6 +257,7 @@ class ChildPool:
         )
         self._watchdog.add(child.pid)
         child.on_gone = self._watchdog.remove
+        self._spawn_seconds = 0.7 * self._spawn_seconds + 0.3 * (anyio.current_time() - began)
         return child
 
     async def _warm(self, slot: _Slot) -> None:
@@ -249,16 +275,79 @@ class ChildPool:
             self._free_send.send_nowait(slot)
 
     def _retire(self, slot: _Slot) -> None:
-        """Stop *slot*'s child in the background and warm a replacement."""
+        """Stop *slot*'s child in the background; its successor (or a new child) takes over."""
         child, slot.child = slot.child, None
+        successor, slot.successor = slot.successor, None
         if self._closing or self._tg is None:
-            if child is not None and self._tg is not None:
-                self._tg.start_soon(child.kill)
+            if self._tg is not None:
+                if child is not None:
+                    self._tg.start_soon(child.kill)
+                if successor is not None and successor.child is not None:
+                    self._tg.start_soon(successor.child.kill)
             self._free_send.send_nowait(slot)
             return
         if child is not None:
             self._tg.start_soon(self._stop, child)
-        self._tg.start_soon(self._warm, slot)
+        if successor is not None:
+            self._tg.start_soon(self._take, slot, successor)
+        else:
+            self._tg.start_soon(self._warm, slot)
+
+    def _foresee(self, slot: _Slot, child: ChildProcess) -> None:
+        """Start spawning *slot*'s next child if *child* is about to be recycled."""
+        if slot.successor is not None or self._closing or self._tg is None:
+            return
+        now = anyio.current_time()
+        if child.jobs_run == 0:
+            slot.first_job_at = now
+        left = self.maximum_jobs_per_worker - child.jobs_run  # this job included
+        if left > 1:
+            if child.jobs_run == 0:
+                return
+            pace = (now - slot.first_job_at) / child.jobs_run
+            if left * pace > 2 * self._spawn_seconds:
+                return
+        successor = slot.successor = _Successor()
+        self._tg.start_soon(self._prepare, slot, successor)
+
+    async def _prepare(self, slot: _Slot, successor: _Successor) -> None:
+        """Spawn a successor; stop it if its slot does not take it within ``spare_linger``."""
+        try:
+            if not self._closing:
+                successor.child = await self._spawn()
+        except (ChildStartError, OSError) as exc:
+            self.logger.error("could not start a child worker: %s", exc)
+        finally:
+            successor.ready.set()
+        child = successor.child
+        if child is None:
+            return
+        try:
+            if not self._closing:
+                with anyio.move_on_after(self.spare_linger):
+                    await successor.taken.wait()
+        finally:
+            if not successor.taken.is_set():
+                successor.dropped = True
+                successor.child = None
+                if slot.successor is successor:
+                    slot.successor = None
+                with anyio.CancelScope(shield=True):
+                    if self._closing:
+                        await child.kill()
+                    else:
+                        await self._stop(child)
+
+    async def _take(self, slot: _Slot, successor: _Successor) -> None:
+        """Give *slot* its successor once spawned (or warm a new child if that failed)."""
+        await successor.ready.wait()
+        child = successor.child
+        if child is None or successor.dropped or self._closing:
+            await self._warm(slot)
+            return
+        successor.taken.set()
+        slot.child = child
+        self._free_send.send_nowait(slot)
 
     @property
     def pids(self) -> list[int]:
@@ -312,6 +401,7 @@ class ChildPool:
             if cancelled is not None:
                 retire = False
                 return Outcome(job_id, False, _error("JobCancelled", cancelled), pid=child.pid)
+            self._foresee(slot, child)
             running = _Running(job_id, child, memory_limit, time_limit)
             self._running[job_id] = running
             try:

@@ -409,3 +409,74 @@ async def test_a_child_that_cannot_start_explains_why(tmp_path: Path) -> None:
     assert outcome.error is not None and outcome.error.type == "ChildStartError"
     assert "exited with code 1" in outcome.error.message
     assert "shadowed chancy package" in outcome.error.message
+
+
+# -- replacements spawned ahead ------------------------------------------------------------
+
+
+def child_pids() -> set[int]:
+    """This process's child worker processes (not the watchdog)."""
+    found = set()
+    for proc in psutil.Process().children():
+        try:
+            if "chancy.supervisor.child" in proc.cmdline() and not gone(proc.pid):
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def wait_children(count: int, timeout: float = 20.0) -> set[int]:
+    with anyio.fail_after(timeout):
+        while len(pids := child_pids()) != count:
+            await anyio.sleep(0.01)
+    return pids
+
+
+async def test_replacement_is_spawned_while_the_last_job_runs(tmp_path: Path) -> None:
+    async with pool(maximum_jobs_per_worker=2) as p:
+        first = await run(p, "returns")
+        job_id, job = packed("wait_forever", pid_file=str(tmp_path / "pid"))
+        outcomes: list[Outcome] = []
+
+        async def last_job() -> None:
+            outcomes.append(await p.run_job(job, job_id=job_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(last_job)
+            await wait_for_file(tmp_path / "pid")
+            # The child's last job runs: its successor is started meanwhile, not after.
+            (spare,) = await wait_children(2) - {first.pid}
+            assert not outcomes and p.pids == [first.pid]
+            assert await p.cancel(job_id)
+        after = await run(p, "returns")
+    assert outcomes[0].pid == first.pid and outcomes[0].error is not None
+    assert after.ok and after.pid == spare
+    await wait_gone(first.pid)
+    await wait_gone(spare)
+
+
+async def test_an_unused_replacement_is_stopped_after_spare_linger() -> None:
+    async with pool(maximum_jobs_per_worker=3, spare_linger=0.2) as p:
+        first = await run(p, "returns")
+        second = await run(p, "returns")  # two jobs in quick succession: one left, foresee
+        (spare,) = await wait_children(2) - {first.pid}
+        await wait_gone(spare)  # not taken within spare_linger
+        assert p.pids == [first.pid]
+        third = await run(p, "returns")
+        fourth = await run(p, "returns")
+    assert first.pid == second.pid == third.pid
+    assert fourth.pid not in (first.pid, spare)
+    await wait_gone(fourth.pid)
+
+
+async def test_no_replacement_outlives_the_pool(tmp_path: Path) -> None:
+    async with pool(maximum_jobs_per_worker=2, spare_linger=60) as p:
+        first = await run(p, "returns")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(run, p, "wait_forever", pid_file=str(tmp_path / "p")))
+            seen = await wait_children(2)
+            tg.cancel_scope.cancel()
+    assert first.pid in seen
+    for pid in seen:
+        await wait_gone(pid)
