@@ -110,6 +110,8 @@ class _Running:
         self.retire = time_limit is not None  # its RLIMIT_CPU cannot be lifted again
         self.detected_at: float | None = None
         self.gone_at: float | None = None
+        self.monitored = memory_limit is not None or time_limit is not None
+        self.done = False  # the job's answer (or its child's end) is in
 
 
 class ChildPool:
@@ -120,11 +122,13 @@ class ChildPool:
     a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
     dies, sends a bad frame, is stopped or cancelled, or breaks a limit.
 
-    Limits are enforced from outside by a monitor per busy child: every
+    Limits are enforced from outside by a monitor per busy child with a limit: every
     ``monitor_interval`` seconds (off the event loop) it sums RSS over the child and all its
     descendants; over ``memory_limit`` the whole tree is SIGKILLed at once. Past
     ``time_limit`` the job gets a :class:`~chancy.wire.StopJob` (an exception inside it) and
-    the tree is killed ``stop_grace`` seconds later if it has not stopped.
+    the tree is killed ``stop_grace`` seconds later if it has not stopped. A job without
+    limits runs unmonitored (its child's death ends the channel, which the pool notices at
+    once) until it is cancelled; then a monitor enforces the grace.
 
     A child's replacement is spawned ahead, while the child runs its last jobs, so that its
     slot does not stay empty for a whole spawn when it is recycled: it starts when the jobs
@@ -443,31 +447,41 @@ class ChildPool:
         running.retire = True
         if running.kill_at is None:
             running.kill_at = anyio.current_time() + self.stop_grace
+        if not running.monitored and not running.done and self._tg is not None:
+            running.monitored = True  # someone must kill it after the grace
+            self._tg.start_soon(self._monitor, running)
         with contextlib.suppress(*_CHANNEL_GONE):
             await running.child.send(StopJob(job_id=running.job_id, reason=reason, kind=kind))
+
+    async def _exchange(self, running: _Running, job: bytes) -> tuple[JobDone | None, str | None]:
+        """Send the job, wait for its answer: (the answer, or why there is none usable)."""
+        child = running.child
+        try:
+            message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
+            child.current_job = running.job_id
+            await child.send(message)
+            reply = await child.receive()
+        except ProtocolError as exc:
+            return None, str(exc)
+        except _CHANNEL_GONE:
+            return None, None
+        finally:
+            running.done = True
+        if isinstance(reply, JobDone) and reply.job_id == running.job_id:
+            return reply, None
+        return None, f"unexpected message during a job: {reply!r}"[:500]
 
     async def _run_on(self, running: _Running, job: bytes) -> Outcome:
         child = running.child
         started = time.monotonic()
-        answer: JobDone | None = None
-        protocol_error: str | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._monitor, running)
-                try:
-                    message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
-                    child.current_job = running.job_id
-                    await child.send(message)
-                    reply = await child.receive()
-                    if isinstance(reply, JobDone) and reply.job_id == running.job_id:
-                        answer = reply
-                    else:
-                        protocol_error = f"unexpected message during a job: {reply!r}"[:500]
-                except ProtocolError as exc:
-                    protocol_error = str(exc)
-                except _CHANNEL_GONE:
-                    pass
-                tg.cancel_scope.cancel()
+            if running.monitored:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._monitor, running)
+                    answer, protocol_error = await self._exchange(running, job)
+                    tg.cancel_scope.cancel()
+            else:
+                answer, protocol_error = await self._exchange(running, job)
         except BaseException:
             running.retire = True
             await child.kill()
@@ -508,9 +522,9 @@ class ChildPool:
         )
 
     async def _monitor(self, running: _Running) -> None:
-        """Enforce the job's limits until cancelled (when the job ends)."""
+        """Enforce the job's limits until cancelled or the job ends."""
         child = running.child
-        while True:
+        while not running.done:
             if running.memory_limit is not None:
                 rss = await anyio.to_thread.run_sync(
                     _tree.tree_rss, child.process, limiter=thread_limiter()

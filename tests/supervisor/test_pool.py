@@ -214,6 +214,32 @@ async def test_cancel(func: str, child_exit: str | None) -> None:
     assert after.ok and after.pid != outcome.pid
 
 
+async def test_cancel_kills_a_job_without_limits_that_will_not_stop() -> None:
+    # A job without limits runs with no monitor; the cancel must start one for the grace.
+    job_id, job = packed("stuck_in_c")
+    outcomes: list[Outcome] = []
+    async with pool(stop_grace=0.3) as p:
+        async with anyio.create_task_group() as tg:
+
+            async def runner() -> None:
+                outcomes.append(await p.run_job(job, job_id=job_id))
+
+            tg.start_soon(runner)
+            with anyio.fail_after(20):
+                while job_id not in p.running_jobs:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # let the job get stuck
+                assert await p.cancel(job_id)
+            with anyio.fail_after(10):
+                while not outcomes:
+                    await anyio.sleep(0.01)
+        after = await run(p, "returns")
+    [outcome] = outcomes
+    assert outcome.error is not None and outcome.error.type == "JobCancelled"
+    assert outcome.child_exit == "killed by signal SIGKILL" and gone(outcome.pid)  # type: ignore[arg-type]
+    assert after.ok and after.pid != outcome.pid
+
+
 async def test_cancel_right_after_submit(tmp_path: Path) -> None:
     """A stop racing the job's start (before, during or just after its import) stops it
     without a kill: raised as the job starts, or inside it."""
