@@ -111,20 +111,38 @@ def arm_cpu_limit(time_limit: float) -> tuple[int, int]:
 
 
 def import_function(path: str) -> Callable[..., Any]:
-    """Import ``pkg.mod.func`` or ``pkg.mod:func`` (``chancy.job.import_function`` if present)."""
+    """Import ``pkg.mod.func`` or ``pkg.mod:func`` (``chancy.job.import_function`` if present).
+
+    The common case (the module before the last dot imports and has the attribute) is done
+    here, so that a child does not import :mod:`chancy.job` just to run a job; anything
+    else (a nested attribute path, a failure and its error) is left to
+    ``chancy.job.import_function``, which gives the same result for the common case.
+    """
+    text = path if isinstance(path, str) else ""  # chancy.job rejects a non-string clearly
+    module_name, sep, attr = text.partition(":") if ":" in text else text.rpartition(".")
+    if sep and module_name and attr and "." not in attr:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name and module_name.startswith(exc.name)):
+                from chancy.job import JobImportError  # its message for a failed import
+
+                raise JobImportError(
+                    f"importing {module_name!r} for {path!r} failed: {exc}"
+                ) from exc
+        else:
+            obj = getattr(module, attr, None)
+            if obj is not None and callable(obj):
+                return obj
     try:
         from chancy.job import import_function as chancy_import
     except ImportError:
         chancy_import = None
     if chancy_import is not None:
         return chancy_import(path)
-    if ":" in path:
-        module_name, _, attr = path.partition(":")
-    else:
-        module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
         raise ValueError(f"not an importable function path: {path!r}")
-    obj: Any = importlib.import_module(module_name)
+    obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
     if not callable(obj):

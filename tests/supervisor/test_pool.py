@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -62,6 +63,28 @@ async def test_sys_exit_is_an_error_and_the_child_survives() -> None:
         after = await run(p, "returns")
     assert outcome.error is not None and outcome.error.type == "SystemExit"
     assert outcome.error.message == "3" and outcome.child_exit is None
+    assert after.ok and after.pid == outcome.pid
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        ("supervisor_jobs.missing", "module 'supervisor_jobs' has no attribute 'missing'"),
+        ("no_such_module_here.func", "no_such_module_here"),
+        ("supervisor_jobs:missing", "has no attribute 'missing'"),
+    ],
+)
+async def test_a_job_that_cannot_be_imported_fails_with_a_clear_error(
+    func: str, message: str
+) -> None:
+    job_id = "import-error"
+    job = json.dumps({"id": job_id, "func": func, "kwargs": {}, "queue": "test"}).encode()
+    async with pool() as p:
+        with anyio.fail_after(20):
+            outcome = await p.run_job(job, job_id=job_id)
+        after = await run(p, "returns")  # the child is still fine
+    assert not outcome.ok and outcome.child_exit is None and outcome.error is not None
+    assert outcome.error.type == "JobImportError" and message in outcome.error.message
     assert after.ok and after.pid == outcome.pid
 
 
