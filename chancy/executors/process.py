@@ -53,7 +53,18 @@ def memory_limit(job: QueuedJob) -> int | None:
 
 
 class ProcessExecutor(Executor):
-    """Runs jobs in supervised child processes; see the module docs for limits and options."""
+    """Runs jobs in supervised child processes; see the module docs for limits and options.
+
+    Uses the base class's adaptive prefetch: when jobs take less than a claim's round trip
+    (a no-op's round trip on a warm child is under a millisecond), jobs are claimed ahead of
+    the free slots, so the children do not idle while the next claim is in flight.
+    """
+
+    adaptive_prefetch = True
+    #: Up to 8 x concurrency claimed ahead (only for jobs shorter than a claim / 8): with few
+    #: children, 4 x left them idle between claims (drain of 3,000 no-ops, 2 children: 1,870
+    #: jobs/s at 4 x, 2,345 at 8 x, 630 without prefetch).
+    prefetch_factor = 8
 
     def __init__(
         self,
@@ -116,6 +127,7 @@ class ProcessExecutor(Executor):
         outcome = await self.pool.run_job(
             packed, job_id=job.id, memory_limit=memory_limit(job), time_limit=time_limit(job)
         )
+        self.record_duration(outcome.duration)  # time on a child, not waiting for one
         cancelled = job.id in self._cancelled
         self._cancelled.discard(job.id)
         if outcome.ok and not cancelled:
