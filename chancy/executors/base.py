@@ -307,6 +307,8 @@ class Executor(abc.ABC):
                 )
         if not self._holds(job):
             return new
+        if new.state != QueuedJob.State.SUCCEEDED:
+            self._log_failure(new, error)
         del self.running[job.id]
         self.worker.queue_update_nowait(new)
         self.worker.hub.emit(JOB_FINISHED, job=new)
@@ -314,6 +316,30 @@ class Executor(abc.ABC):
             self._idle.set()
         self.wakeup.set()
         return new
+
+    def _log_failure(self, job: QueuedJob, error: BaseException | None) -> None:
+        """One WARNING line for an attempt that did not succeed: id, func, queue, attempt,
+        error type and message (a limit kill's message carries its figures)."""
+        if isinstance(error, RemoteJobError):
+            kind, message = error.type_name, error.message
+        elif error is not None:
+            kind, message = type(error).__name__, str(error)
+        else:
+            kind, message = "Error", ""
+        log = self.worker.log if self.worker.log else None
+        if log is None:
+            return
+        log.warning(
+            "job %s (%s) on queue %r attempt %d/%d %s: %s: %s",
+            job.id,
+            job.func,
+            job.queue,
+            job.attempts,
+            job.max_attempts,
+            "will retry" if job.state == QueuedJob.State.RETRYING else "failed",
+            kind,
+            message,
+        )
 
     def _holds(self, job: QueuedJob) -> bool:
         """Whether `job` is the attempt this executor runs (not a stale run of an earlier one)."""

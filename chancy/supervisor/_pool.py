@@ -60,8 +60,13 @@ class Outcome:
 
 
 def _error(type_: str, message: str, details: str = "") -> ErrorInfo:
+    """An error as data; *details* (e.g. a faulthandler dump) go into the traceback before
+    the ``Type: message`` line, which stays last as in a Python traceback."""
     text = f"{type_}: {message}"
-    return ErrorInfo(type=type_, message=message, traceback=f"{text}\n{details}".rstrip("\n"))
+    details = details.rstrip("\n")
+    return ErrorInfo(
+        type=type_, message=message, traceback=f"{details}\n{text}" if details else text
+    )
 
 
 def _seconds(value: float) -> str:

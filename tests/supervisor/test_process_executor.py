@@ -106,3 +106,24 @@ async def test_stopping_the_worker_kills_busy_children_and_releases_their_jobs(
     assert gone(pid)
     released = await chancy.get_job(ref)
     assert released is not None and released.state == QueuedJob.State.PENDING
+
+
+async def test_segfault_is_reported_and_logged(
+    chancy: Chancy, worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING")
+    done = await finished(chancy, job("segfault"))
+    assert done.state == QueuedJob.State.FAILED
+    text = done.errors[-1]["traceback"]
+    last = text.splitlines()[-1]
+    assert last.startswith("WorkerProcessDied: ") and "killed by signal SIGSEGV" in last
+    assert "most recent call first" in text  # the faulthandler dump is kept, above it
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        done.id in m
+        and "segfault" in m
+        and QUEUE in m
+        and "WorkerProcessDied" in m
+        and "SIGSEGV" in m
+        for m in warnings
+    ), warnings
