@@ -23,13 +23,16 @@ Executor options (`Queue.executor_options`): `maximum_jobs_per_worker` (default 
 child is replaced after that many jobs; `initializer`: an importable function
 (``"pkg.mod:fn"`` or ``"pkg.mod.fn"``) run once in each new child before its first job (for
 ``django.setup()`` and the like); `monitor_interval` (default 0.05 s), `stop_grace` (default
-1.0 s), `handshake_timeout` (default 60 s, covers the initializer).
+1.0 s), `handshake_timeout` (default 60 s, covers the initializer); `pass_env`: names of
+environment variables passed to the children as they are in the supervisor, even those the
+scrub drops (see `chancy.supervisor._env`): every job on the queue can read them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import anyio
@@ -76,9 +79,16 @@ class ProcessExecutor(Executor):
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
         handshake_timeout: float = 60.0,
+        pass_env: list[str] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(worker, queue, **options)
+        if pass_env is not None and (
+            isinstance(pass_env, str) or not all(isinstance(n, str) and n for n in pass_env)
+        ):
+            raise TypeError("pass_env: expected a list of environment variable names")
+        # Named variables pass through to the children even when the scrub would drop them.
+        extra_env = {n: os.environ[n] for n in pass_env or () if n in os.environ}
         if initializer is not None and not isinstance(initializer, str):
             raise TypeError("initializer: expected an importable name such as 'pkg.mod:fn'")
         self.pool = ChildPool(
@@ -88,6 +98,7 @@ class ProcessExecutor(Executor):
             monitor_interval=monitor_interval,
             stop_grace=stop_grace,
             handshake_timeout=handshake_timeout,
+            extra_env=extra_env or None,
             logger=worker.log.getChild("supervisor") if worker.log else None,
         )
         self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)

@@ -219,3 +219,10 @@ def fork_and_wait(pid_file: str) -> None:
     _write_atomic(pid_file, str(os.getpid()))
     while True:
         time.sleep(0.05)
+
+
+def write_env(path: str, names: list[str]) -> None:
+    """Write which of *names* this child sees (JSON) to *path*."""
+    import json
+
+    Path(path).write_text(json.dumps({n: os.environ.get(n) for n in names}))

@@ -127,3 +127,30 @@ async def test_segfault_is_reported_and_logged(
         and "SIGSEGV" in m
         for m in warnings
     ), warnings
+
+
+async def test_pass_env_reaches_children(
+    chancy: Chancy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("CHANCY_T_SETTINGS_DSN", "postgresql://passed")
+    monkeypatch.setenv("CHANCY_T_SECRET", "hidden")
+    await chancy.declare(
+        Queue(
+            "env",
+            executor=Chancy.Executor.Process,
+            executor_options={"pass_env": ["CHANCY_T_SETTINGS_DSN"]},
+            polling_interval=1,
+        )
+    )
+    out = tmp_path / "env.json"
+    async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5):
+        names = ["CHANCY_T_SETTINGS_DSN", "CHANCY_T_SECRET"]
+        ref = await chancy.push(
+            Job(func=f"{JOBS}.write_env", queue="env", kwargs={"path": str(out), "names": names})
+        )
+        done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
+    assert done is not None and done.state == QueuedJob.State.SUCCEEDED, done
+    seen = json.loads(out.read_text())
+    assert seen == {"CHANCY_T_SETTINGS_DSN": "postgresql://passed", "CHANCY_T_SECRET": None}
