@@ -22,3 +22,20 @@ async def test_wait_for_returns_the_event_and_empty_on_timeout() -> None:
 async def _emit_later(hub: Hub) -> None:
     await anyio.sleep(0.01)
     hub.emit("worker.queue.started", queue="q")
+
+
+async def test_worker_emits_upstream_queue_events(chancy, start_worker) -> None:
+    from chancy import Queue
+
+    worker = await start_worker()
+    with worker.hub.subscribe() as events:
+        await chancy.declare(Queue("hubq", executor=chancy.Executor.Async))
+        with anyio.fail_after(30):
+            async for event in events:
+                if event.kind == "worker.queue.started" and event.body["queue"].name == "hubq":
+                    break
+        await chancy.delete_queue("hubq")
+        with anyio.fail_after(30):
+            async for event in events:
+                if event.kind == "worker.queue.removed" and event.body["queue"].name == "hubq":
+                    break
