@@ -20,11 +20,16 @@ class MigrationRequired(ChancyError):
     """The database schema is older than this version of Chancy."""
 
 
+class MigrationsNeededError(MigrationRequired):
+    """Upstream Chancy's name: raised when a worker starts on a schema that is not up to date."""
+
+
 __all__ = [
     "ChancyError",
     "DatabaseUnavailable",
     "InvalidJobError",
     "JobImportError",
     "MigrationRequired",
+    "MigrationsNeededError",
     "UnknownQueueError",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,6 +50,28 @@ class Hub:
             self._streams.remove(send)
             send.close()
             receive.close()
+
+    async def wait_for(self, event: str | list[str], timeout: float | None = None) -> list[HubEvent]:
+        """Wait for the next event of a kind (or of any of a list of kinds), as upstream Chancy's
+        `Hub.wait_for`; returns the events seen, or an empty list once `timeout` seconds pass."""
+        kinds = [event] if isinstance(event, str) else list(event)
+        if not kinds:
+            raise ValueError("At least one event must be provided.")
+        seen: list[HubEvent] = []
+        done = anyio.Event()
+
+        def handler(item: HubEvent) -> None:
+            seen.append(item)
+            done.set()
+
+        offs = [self.on(kind, handler) for kind in kinds]
+        try:
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await done.wait()
+        finally:
+            for off in offs:
+                off()
+        return seen
 
     def has_listeners(self, kind: str) -> bool:
         return bool(self._streams or self._handlers.get(kind) or self._handlers.get("*"))

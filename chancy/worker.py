@@ -61,7 +61,7 @@ from chancy.actors.listener import Listener
 from chancy.actors.messages import JOB_CANCELLED, Flag, HubEvent
 from chancy.actors.queue_watcher import QueueWatcher
 from chancy.allowlist import AllowList
-from chancy.errors import MigrationRequired
+from chancy.errors import MigrationsNeededError
 from chancy.hub import Hub
 from chancy.job import Limit, QueuedJob
 from chancy.queue import Queue
@@ -333,7 +333,7 @@ class Worker:
         behind = {name: v for name, v in versions.items() if v[0] < v[1]}
         if behind:
             detail = ", ".join(f"{name} at version {a} of {b}" for name, (a, b) in behind.items())
-            raise MigrationRequired(
+            raise MigrationsNeededError(
                 f"the database (prefix {self.chancy.prefix!r}) needs migrating ({detail}): run "
                 "`await chancy.migrate()` or `chancy --app module:attr misc migrate` first"
             )

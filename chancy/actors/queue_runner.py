@@ -99,6 +99,7 @@ class QueueRunner:
                 tg.cancel_scope.cancel()
                 return
             worker._executors[queue.name] = executor
+            worker.hub.emit("worker.queue.started", queue=queue, executor=executor, worker=worker)
             try:
                 self.fetcher = Fetcher(worker, queue, executor)
                 fetch_scope = anyio.CancelScope()
@@ -131,3 +132,4 @@ class QueueRunner:
             finally:
                 if worker._executors.get(queue.name) is executor:
                     del worker._executors[queue.name]
+                worker.hub.emit("worker.queue.removed", queue=queue, executor=executor, worker=worker)

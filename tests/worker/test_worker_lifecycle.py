@@ -13,7 +13,7 @@ from conftest import FAST, eventually, fetch, job_row
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.actors.batcher import Batcher
-from chancy.errors import MigrationRequired
+from chancy.errors import MigrationRequired, MigrationsNeededError
 from chancy.executors.asyncex import AsyncExecutor
 from chancy.worker import Worker
 
@@ -27,6 +27,7 @@ async def test_unmigrated_database_raises_clear_error(dsn) -> None:
         with pytest.raises(MigrationRequired) as info:
             async with Worker(app, **FAST):
                 pass
+    assert isinstance(info.value, MigrationsNeededError)  # upstream Chancy's name
     message = str(info.value)
     assert "chancy.migrate()" in message and "misc migrate" in message
 
