@@ -144,5 +144,7 @@ def test_child_start_up_imports_neither_psycopg_nor_anyio() -> None:
         "import sys, chancy.supervisor.child; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'anyio')))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
