@@ -255,8 +255,17 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Worker:
+        """Start the worker; leaving the block stops it gracefully.
+
+        On asyncio the actors run in a task of their own (as with `start()`), so the block may
+        be entered in one task and left in another (a pytest-asyncio fixture does that). On trio
+        they run in a task group entered here, so enter and leave in the same task.
+        """
         if self._own_tg is not None or self._running:
             raise RuntimeError("this worker is already running")
+        if sniffio.current_async_library() != "trio":
+            await self.start()
+            return self
         await self._check_schema()
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -271,11 +280,25 @@ class Worker:
 
     async def __aexit__(self, *exc_info: object) -> None:
         tg, self._own_tg = self._own_tg, None
+        if tg is None:  # asyncio: the worker runs as a background task
+            import asyncio
+
+            task, self._background = self._background, None
+            try:
+                await self.stop()
+            except BaseException:
+                if task is not None:
+                    task.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait([task])
+                raise
+            if task is not None:
+                await asyncio.wait([task])
+            return
         try:
             await self.stop()
         finally:
-            if tg is not None:
-                await tg.__aexit__(None, None, None)
+            await tg.__aexit__(None, None, None)
 
     async def start(self) -> None:
         """Start the worker in the background and return once it is running.

@@ -248,3 +248,35 @@ async def test_fetch_jobs_and_announce_take_a_plain_psycopg_connection(
             await closed
     assert job.id == ref.identifier
     assert [w["worker_id"] for w in await chancy.get_all_workers()] == ["plain-conn"]
+
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio's task groups are structured
+async def test_worker_entered_and_left_in_different_tasks(chancy, anyio_backend) -> None:
+    """A pytest-asyncio fixture enters `async with Worker` in one task and leaves in another."""
+    await chancy.declare(Queue("q", executor=ASYNC))
+    worker = Worker(chancy, **FAST)
+    entered = anyio.Event()
+    leave = anyio.Event()
+
+    async def enter() -> None:
+        await worker.__aenter__()
+        entered.set()
+
+    async def leave_it() -> None:
+        await leave.wait()
+        await worker.__aexit__(None, None, None)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leave_it)
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(enter)  # this task ends while the worker runs on
+            await entered.wait()
+            ref = await chancy.push(
+                Job(func="wjobs.async_sleep", queue="q", kwargs={"label": "x", "seconds": 0})
+            )
+            job = await chancy.wait_for_job(ref, timeout=20)
+            assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+            leave.set()
+    assert await chancy.get_all_workers() == [], "left cleanly from the other task"
