@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from conftest import fresh_database
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -20,20 +17,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 @pytest.fixture
 def fresh_dsn(server_dsn: str) -> Iterator[str]:
     """A database of its own: the quickstart uses the default table prefix."""
-    name = f"chancy_qs_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with fresh_database(server_dsn, "chancy_qs") as database:
+        yield database
 
 
 def test_quickstart_runs_end_to_end(fresh_dsn: str, tmp_path: Path) -> None:
