@@ -8,7 +8,6 @@ import secrets
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -46,10 +45,10 @@ def server_dsn() -> Iterator[str]:
             server.cleanup()
 
 
-@contextmanager
-def fresh_database(server_dsn: str, stem: str) -> Iterator[str]:
-    """Create a database of one's own on the test server; drop it afterwards."""
-    name = f"{stem}_{os.getpid()}_{secrets.token_hex(3)}"
+@pytest.fixture(scope="session")
+def dsn(server_dsn: str) -> Iterator[str]:
+    """A database created for this test session (and dropped after it)."""
+    name = f"chancy_test_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     params = conninfo_to_dict(server_dsn)
@@ -63,13 +62,6 @@ def fresh_database(server_dsn: str, stem: str) -> Iterator[str]:
                 (name,),
             )
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-@pytest.fixture(scope="session")
-def dsn(server_dsn: str) -> Iterator[str]:
-    """A database created for this test session (and dropped after it)."""
-    with fresh_database(server_dsn, "chancy_test") as database:
-        yield database
 
 
 @pytest.fixture

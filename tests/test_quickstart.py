@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
-from conftest import fresh_database
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -17,8 +20,20 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 @pytest.fixture
 def fresh_dsn(server_dsn: str) -> Iterator[str]:
     """A database of its own: the quickstart uses the default table prefix."""
-    with fresh_database(server_dsn, "chancy_qs") as database:
-        yield database
+    name = f"chancy_qs_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(server_dsn)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def test_quickstart_runs_end_to_end(fresh_dsn: str, tmp_path: Path) -> None:
