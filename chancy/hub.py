@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,7 +65,7 @@ class Hub:
 
         offs = [self.on(kind, handler) for kind in kinds]
         try:
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            with anyio.move_on_after(timeout):
                 await done.wait()
         finally:
             for off in offs:

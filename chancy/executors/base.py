@@ -326,8 +326,8 @@ class Executor(abc.ABC):
             kind, message = type(error).__name__, str(error)
         else:
             kind, message = "Error", ""
-        log = self.worker.log if self.worker.log else None
-        if log is None:
+        log = self.worker.log
+        if not log:
             return
         log.warning(
             "job %s (%s) on queue %r attempt %d/%d %s: %s: %s",
