@@ -6,20 +6,23 @@ worker, the supervisor or the executors.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from psycopg import AsyncCursor, Cursor, sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from chancy._blocking import BlockingConn, blocking_sleep, run_blocking
 from chancy._db import Conn, Database, dumps
 from chancy._sql import Tables, event, job_from_row
 from chancy.errors import InvalidJobError, UnknownQueueError
@@ -29,6 +32,26 @@ from chancy.plugin import Plugin, check_plugins
 from chancy.queue import Queue
 
 _INT32 = 2**31 - 1
+T = TypeVar("T")
+_WORKER_COLUMNS = (
+    "worker_id",
+    "incarnation",
+    "hostname",
+    "pid",
+    "tags",
+    "queues",
+    "started_at",
+    "last_seen",
+    "expires_at",
+)
+
+
+def _ref_id(ref: Reference | str) -> str:
+    return str(ref if isinstance(ref, Reference) else Reference(ref))
+
+
+def _all_applied(versions: dict[str, tuple[int, int]]) -> bool:
+    return all(applied == latest for applied, latest in versions.values())
 
 
 def setup_default_logger(level: int = logging.INFO) -> logging.Logger:
@@ -159,11 +182,11 @@ class _PushPlan:
             "meta": job.meta,
         }
 
-    def params(self, tables: Tables, notify: bool) -> tuple[str, list[Any]]:
+    def params(self, tables: Tables, notify: bool, strict: bool) -> tuple[str, list[Any]]:
         params: list[Any] = [self.document]
         if notify:
             params += [tables.channel, _pushed_event(tuple(self.queues))]
-        return _insert_query(tables, notify), params
+        return _insert_query(tables, notify, strict), params
 
     def references(self, inserted: set[str], existing: dict[str, str]) -> list[Reference]:
         refs = []
@@ -190,23 +213,30 @@ def _pushed_event(queues: tuple[str, ...]) -> str:
     return event("pushed", q=list(queues))
 
 
-#: The push statements as text, by (table prefix, notify): composing them with `psycopg.sql`
-#: on every push cost more than a tenth of a one-job `push`.
-_QUERY_TEXT: dict[tuple[str, str, bool], str] = {}
+#: The push statements as text, by (kind, table prefix, notify, strict): composing them with
+#: `psycopg.sql` on every push cost more than a tenth of a one-job `push`.
+_QUERY_TEXT: dict[tuple[str, str, bool, bool], str] = {}
 
 
-def _insert_query(tables: Tables, notify: bool) -> str:
-    key = ("insert", tables.prefix, notify)
+def _insert_query(tables: Tables, notify: bool, strict: bool) -> str:
+    key = ("insert", tables.prefix, notify, strict)
     text = _QUERY_TEXT.get(key)
     if text is None:
-        text = _QUERY_TEXT[key] = _compose_insert_query(tables, notify).as_string(None)
+        text = _QUERY_TEXT[key] = _compose_insert_query(tables, notify, strict).as_string(None)
     return text
 
 
-def _compose_insert_query(tables: Tables, notify: bool) -> sql.Composed:
-    # One statement per batch: the rows arrive as one JSON document; nothing is inserted when any
-    # job names an undeclared queue; duplicates of an unfinished unique_key are skipped (their
-    # existing job is looked up afterwards); and the push notice is sent in the same statement.
+def _compose_insert_query(tables: Tables, notify: bool, strict: bool) -> sql.Composed:
+    # One statement per batch: the rows arrive as one JSON document; with `strict`, nothing is
+    # inserted when any job names an undeclared queue; duplicates of an unfinished unique_key are
+    # skipped (their existing job is looked up afterwards); and the push notice is sent in the
+    # same statement.
+    missing = (
+        "SELECT DISTINCT i.queue FROM input i"
+        " WHERE NOT EXISTS (SELECT 1 FROM {queues} q WHERE q.name = i.queue)"
+        if strict
+        else "SELECT NULL::text AS queue WHERE false"
+    )
     notice = (
         ", notice AS (SELECT pg_notify(%s, %s) FROM ins LIMIT 1)"
         if notify
@@ -219,9 +249,9 @@ def _compose_insert_query(tables: Tables, notify: bool) -> sql.Composed:
                 id uuid, queue text, func text, kwargs jsonb, priority integer,
                 max_attempts integer, scheduled_at timestamptz, limits jsonb, unique_key text,
                 meta jsonb)
-        ), missing AS (
-            SELECT DISTINCT i.queue FROM input i
-            WHERE NOT EXISTS (SELECT 1 FROM {queues} q WHERE q.name = i.queue)
+        ), missing AS ("""
+        + missing
+        + """
         ), ins AS (
             INSERT INTO {jobs} (id, queue, func, kwargs, priority, max_attempts, scheduled_at,
                                 limits, unique_key, meta)
@@ -252,7 +282,7 @@ def _inserted(plan: _PushPlan, rows: list[tuple], offset: int) -> set[str]:
 
 
 def _existing_query(tables: Tables) -> str:
-    key = ("existing", tables.prefix, False)
+    key = ("existing", tables.prefix, False, False)
     text = _QUERY_TEXT.get(key)
     if text is None:
         text = _QUERY_TEXT[key] = tables.q(
@@ -292,6 +322,7 @@ class Chancy:
         max_connection_pool_size: int = 10,
         poll_reconnect_timeout: int = 300,
         notifications: bool = True,
+        strict_queues: bool = False,
         log: logging.Logger | None = None,
     ) -> None:
         if not isinstance(min_connection_pool_size, int) or min_connection_pool_size < 0:
@@ -324,6 +355,9 @@ class Chancy:
         self.poll_reconnect_timeout = poll_reconnect_timeout
         #: Whether NOTIFY/LISTEN is used (turn off behind pgbouncer in transaction mode).
         self.notifications = notifications
+        #: Whether a push naming an undeclared queue is refused (`UnknownQueueError`). Off by
+        #: default: such jobs wait `pending` until a queue of that name is declared.
+        self.strict_queues = strict_queues
         #: The plugins this app runs; `None` gives the defaults (leadership, recovery, pruning).
         self.plugins: list[Plugin] = check_plugins(
             _default_plugins() if plugins is None else list(plugins)
@@ -374,6 +408,20 @@ class Chancy:
         """The identifier of this app's table `name` (prefix included)."""
         return self.tables(name)
 
+    # -- running an operation ----------------------------------------------------------------
+    #
+    # Each operation below is one coroutine `_name(conn, ...)` written against `Conn`; the async
+    # method runs it on a pooled connection of the running backend, the `sync_*` twin on a
+    # blocking connection of the sync pool (see `chancy._blocking`). One copy of SQL and logic.
+
+    async def _run(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.db.connection() as conn:
+            return await operation(conn)
+
+    def _run_sync(self, operation: Callable[[Conn], Coroutine[Any, Any, T]]) -> T:
+        with self.sync_pool.connection() as raw:
+            return run_blocking(operation(BlockingConn(raw)))
+
     # -- migrations ------------------------------------------------------------------------
 
     def _components(self) -> list[tuple[str, list]]:
@@ -387,30 +435,45 @@ class Chancy:
         Runs under an advisory lock, so processes migrating at once are safe. With
         `to_version=0` the plugins' tables are removed first, then the core's.
         """
-        async with self.db.connection() as conn:
-            components = self._components()
-            if to_version == 0:
-                components.reverse()
-            for component, migrations in components:
-                target = to_version if component == CORE else (0 if to_version == 0 else None)
-                before, after = await migrate_component(
-                    conn, self.tables, component, migrations, target
-                )
-                if before != after:
-                    self.log.info("migrated %s from version %d to %d", component, before, after)
+        await self._run(functools.partial(self._migrate, to_version=to_version))
+
+    def sync_migrate(self, *, to_version: int | None = None) -> None:
+        """Synchronous `migrate`."""
+        self._run_sync(functools.partial(self._migrate, to_version=to_version))
+
+    async def _migrate(self, conn: Conn, to_version: int | None) -> None:
+        components = self._components()
+        if to_version == 0:
+            components.reverse()
+        for component, migrations in components:
+            target = to_version if component == CORE else (0 if to_version == 0 else None)
+            before, after = await migrate_component(
+                conn, self.tables, component, migrations, target
+            )
+            if before != after:
+                self.log.info("migrated %s from version %d to %d", component, before, after)
 
     async def schema_versions(self) -> dict[str, tuple[int, int]]:
         """`{component: (applied version, latest version)}` for the core and every plugin."""
-        async with self.db.connection() as conn:
-            return {
-                name: (await current_version(conn, self.tables, name), len(migrations))
-                for name, migrations in self._components()
-            }
+        return await self._run(self._schema_versions)
+
+    def sync_schema_versions(self) -> dict[str, tuple[int, int]]:
+        """Synchronous `schema_versions`."""
+        return self._run_sync(self._schema_versions)
+
+    async def _schema_versions(self, conn: Conn) -> dict[str, tuple[int, int]]:
+        return {
+            name: (await current_version(conn, self.tables, name), len(migrations))
+            for name, migrations in self._components()
+        }
 
     async def is_up_to_date(self) -> bool:
         """True when the core schema and every plugin's tables are at their latest version."""
-        versions = await self.schema_versions()
-        return all(applied == latest for applied, latest in versions.values())
+        return _all_applied(await self.schema_versions())
+
+    def sync_is_up_to_date(self) -> bool:
+        """Synchronous `is_up_to_date`."""
+        return _all_applied(self.sync_schema_versions())
 
     # -- queues ----------------------------------------------------------------------------
 
@@ -436,8 +499,15 @@ class Chancy:
 
         Returns the queue as it is in the database.
         """
+        return await self._run(functools.partial(self._declare, queue=queue, upsert=upsert))
+
+    def sync_declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
+        """Synchronous `declare`."""
+        return self._run_sync(functools.partial(self._declare, queue=queue, upsert=upsert))
+
+    async def _declare(self, conn: Conn, queue: Queue, upsert: bool) -> Queue:
         insert, select = self._declare_queries(upsert)
-        async with self.db.connection() as conn, conn.transaction():
+        async with conn.transaction():
             await conn.execute(insert, _queue_row(queue))
             row = await conn.fetchone(select, (queue.name,))
             await self._notify_conn(conn, "queue.changed", {"q": queue.name})
@@ -454,44 +524,82 @@ class Chancy:
         assert row is not None
         return _queue_from_row(row)
 
-    def sync_declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
-        """Synchronous `declare`."""
-        insert, select = self._declare_queries(upsert)
-        with self.sync_pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            cursor.execute(insert, _queue_row(queue))
-            row = cursor.execute(select, (queue.name,)).fetchone()
-            self.sync_notify(cursor, "queue.changed", {"q": queue.name})
-        assert row is not None
-        return _queue_from_row(row)
-
     async def get_queue(self, name: str) -> Queue:
         """The queue called `name`, or `UnknownQueueError`."""
-        async with self.db.connection() as conn:
-            row = await conn.fetchone(
-                self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s"),
-                (name,),
-            )
+        return await self._run(functools.partial(self._get_queue, name=name))
+
+    def sync_get_queue(self, name: str) -> Queue:
+        """Synchronous `get_queue`."""
+        return self._run_sync(functools.partial(self._get_queue, name=name))
+
+    async def _get_queue(self, conn: Conn, name: str) -> Queue:
+        row = await conn.fetchone(
+            self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s"), (name,)
+        )
         if row is None:
             raise UnknownQueueError(f"unknown queue {name!r}")
         return _queue_from_row(row)
 
     async def get_all_queues(self) -> list[Queue]:
         """Every declared queue, whatever its state or the workers it is assigned to."""
-        async with self.db.connection() as conn:
-            rows = await conn.fetchall(
-                self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} ORDER BY name")
-            )
+        return await self._run(self._get_all_queues)
+
+    def sync_get_all_queues(self) -> list[Queue]:
+        """Synchronous `get_all_queues`."""
+        return self._run_sync(self._get_all_queues)
+
+    async def _get_all_queues(self, conn: Conn) -> list[Queue]:
+        rows = await conn.fetchall(
+            self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} ORDER BY name")
+        )
         return [_queue_from_row(row) for row in rows]
+
+    async def get_undeclared_queues(self) -> dict[str, int]:
+        """`{queue name: unfinished jobs}` for queues that hold jobs but are not declared.
+
+        Pushing to an undeclared queue is accepted (the jobs wait until it is declared), so a
+        typo in a queue name shows up here (and in `chancy queue list`).
+        """
+        return await self._run(self._get_undeclared_queues)
+
+    def sync_get_undeclared_queues(self) -> dict[str, int]:
+        """Synchronous `get_undeclared_queues`."""
+        return self._run_sync(self._get_undeclared_queues)
+
+    async def _get_undeclared_queues(self, conn: Conn) -> dict[str, int]:
+        rows = await conn.fetchall(
+            self.tables.q(
+                "SELECT j.queue, count(*) FROM {jobs} j"
+                " WHERE j.state IN ('pending', 'retrying', 'running')"
+                " AND NOT EXISTS (SELECT 1 FROM {queues} q WHERE q.name = j.queue)"
+                " GROUP BY j.queue ORDER BY j.queue"
+            )
+        )
+        return {name: count for name, count in rows}
 
     async def set_queue_state(self, name: str, state: Queue.State) -> Queue:
         """Pause or resume a queue (workers react without a restart)."""
-        queue = await self.get_queue(name)
+        return await self._run(functools.partial(self._set_queue_state, name=name, state=state))
+
+    def sync_set_queue_state(self, name: str, state: Queue.State) -> Queue:
+        """Synchronous `set_queue_state`."""
+        return self._run_sync(functools.partial(self._set_queue_state, name=name, state=state))
+
+    async def _set_queue_state(self, conn: Conn, name: str, state: Queue.State) -> Queue:
+        queue = await self._get_queue(conn, name)
         queue.state = Queue.State(state)
-        return await self.declare(queue, upsert=True)
+        return await self._declare(conn, queue, upsert=True)
 
     async def delete_queue(self, name: str, *, purge_jobs: bool = True) -> None:
         """Delete the queue `name` and, unless `purge_jobs=False`, all of its jobs."""
-        async with self.db.connection() as conn, conn.transaction():
+        await self._run(functools.partial(self._delete_queue, name=name, purge_jobs=purge_jobs))
+
+    def sync_delete_queue(self, name: str, *, purge_jobs: bool = True) -> None:
+        """Synchronous `delete_queue`."""
+        self._run_sync(functools.partial(self._delete_queue, name=name, purge_jobs=purge_jobs))
+
+    async def _delete_queue(self, conn: Conn, name: str, purge_jobs: bool) -> None:
+        async with conn.transaction():
             row = await conn.fetchone(
                 self.tables.q("DELETE FROM {queues} WHERE name = %s RETURNING name"), (name,)
             )
@@ -532,7 +640,7 @@ class Chancy:
         refs: list[Reference] = []
         for offset in range(0, len(jobs), 1000):
             plan = _PushPlan(jobs[offset : offset + 1000], offset)
-            query, params = plan.params(self.tables, self.notifications)
+            query, params = plan.params(self.tables, self.notifications, self.strict_queues)
             await cursor.execute(query, params)
             inserted = _inserted(plan, await cursor.fetchall(), offset)
             existing: dict[str, str] = {}
@@ -546,7 +654,7 @@ class Chancy:
         self, conn: Conn, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
         plan = _PushPlan(jobs, offset)
-        query, params = plan.params(self.tables, self.notifications)
+        query, params = plan.params(self.tables, self.notifications, self.strict_queues)
         inserted = _inserted(plan, await conn.fetchall(query, params), offset)
         existing: dict[str, str] = {}
         if keys := plan.conflicting_keys(inserted):
@@ -595,7 +703,7 @@ class Chancy:
         self, cursor: Cursor, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
         plan = _PushPlan(jobs, offset)
-        query, params = plan.params(self.tables, self.notifications)
+        query, params = plan.params(self.tables, self.notifications, self.strict_queues)
         inserted = _inserted(plan, cursor.execute(query, params).fetchall(), offset)
         existing: dict[str, str] = {}
         if keys := plan.conflicting_keys(inserted):
@@ -606,15 +714,36 @@ class Chancy:
 
     async def get_job(self, ref: Reference | str) -> QueuedJob | None:
         """The job `ref` points to, or None when it no longer exists."""
-        async with self.db.connection() as conn:
-            return await self._get_job(conn, ref)
+        return await self._run(functools.partial(self._get_job, ref=ref))
+
+    def sync_get_job(self, ref: Reference | str) -> QueuedJob | None:
+        """Synchronous `get_job`."""
+        return self._run_sync(functools.partial(self._get_job, ref=ref))
 
     async def _get_job(self, conn: Conn, ref: Reference | str) -> QueuedJob | None:
         row = await conn.fetchone(
-            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = %s"),
-            (str(ref if isinstance(ref, Reference) else Reference(ref)),),
+            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = %s"), (_ref_id(ref),)
         )
         return job_from_row(row) if row else None
+
+    async def get_jobs(self, refs: Sequence[Reference | str]) -> list[QueuedJob]:
+        """The jobs `refs` point to, in the order of `refs`; jobs that no longer exist are left
+        out."""
+        return await self._run(functools.partial(self._get_jobs, refs=refs))
+
+    def sync_get_jobs(self, refs: Sequence[Reference | str]) -> list[QueuedJob]:
+        """Synchronous `get_jobs`."""
+        return self._run_sync(functools.partial(self._get_jobs, refs=refs))
+
+    async def _get_jobs(self, conn: Conn, refs: Sequence[Reference | str]) -> list[QueuedJob]:
+        ids = [_ref_id(ref) for ref in refs]
+        if not ids:
+            return []
+        rows = await conn.fetchall(
+            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = ANY(%s::uuid[])"), (ids,)
+        )
+        by_id = {job.id: job for job in map(job_from_row, rows)}
+        return [by_id[i] for i in ids if i in by_id]
 
     async def wait_for_job(
         self,
@@ -628,34 +757,88 @@ class Chancy:
         Raises `TimeoutError` after `timeout` seconds. With notifications on, it wakes on the
         job's completion notice; `interval` is then only the fallback poll.
         """
-        ref = ref if isinstance(ref, Reference) else Reference(ref)
-        with anyio.fail_after(timeout if timeout is not None else math.inf):
-            async with self.db.connection() as conn:
-                if not self.notifications:
-                    while True:
-                        job = await self._get_job(conn, ref)
-                        if job is None or job.is_finished:
-                            return job
-                        await anyio.sleep(interval)
-                channel = sql.Identifier(self.tables.channel)
-                await conn.execute(sql.SQL("LISTEN {}").format(channel))
-                try:
-                    job = await self._get_job(conn, ref)
-                    while job is not None and not job.is_finished:
-                        notices = await conn.notifies(timeout=interval)
-                        if not notices or any(ref.identifier in payload for _, payload in notices):
-                            job = await self._get_job(conn, ref)
-                    return job
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await conn.execute(sql.SQL("UNLISTEN {}").format(channel))
-                        await conn.notifies(timeout=0.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # The deadline is kept by `_wait_for_job`; this scope only bounds waiting for a pooled
+        # connection, so it ends a little later (cancelling a query would break the connection).
+        with anyio.fail_after(timeout + 1 if timeout is not None else math.inf):
+            return await self._run(
+                functools.partial(
+                    self._wait_for_job,
+                    ref=ref,
+                    interval=interval,
+                    deadline=deadline,
+                    blocking=False,
+                )
+            )
+
+    def sync_wait_for_job(
+        self,
+        ref: Reference | str,
+        *,
+        interval: int | float = 1,
+        timeout: float | int | None = None,
+    ) -> QueuedJob | None:
+        """Synchronous `wait_for_job` (blocks the calling thread)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._run_sync(
+            functools.partial(
+                self._wait_for_job,
+                ref=ref,
+                interval=interval,
+                deadline=deadline,
+                blocking=True,
+            )
+        )
+
+    async def _wait_for_job(
+        self,
+        conn: Conn,
+        ref: Reference | str,
+        interval: float,
+        deadline: float | None,
+        blocking: bool,
+    ) -> QueuedJob | None:
+        ref_id = _ref_id(ref)
+        sleep = blocking_sleep if blocking else anyio.sleep
+
+        def pause() -> float:
+            if deadline is None:
+                return interval
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"job {ref_id} did not finish in time")
+            return min(interval, remaining)
+
+        if not self.notifications:
+            while (job := await self._get_job(conn, ref_id)) is not None and not job.is_finished:
+                await sleep(pause())
+            return job
+        channel = sql.Identifier(self.tables.channel)
+        await conn.execute(sql.SQL("LISTEN {}").format(channel))
+        try:
+            job = await self._get_job(conn, ref_id)
+            while job is not None and not job.is_finished:
+                notices = await conn.notifies(timeout=pause())
+                if not notices or any(ref_id in payload for _, payload in notices):
+                    job = await self._get_job(conn, ref_id)
+            return job
+        finally:
+            with contextlib.nullcontext() if blocking else anyio.CancelScope(shield=True):
+                await conn.execute(sql.SQL("UNLISTEN {}").format(channel))
+                await conn.notifies(timeout=0.0)
 
     async def cancel_job(self, ref: Reference | str) -> None:
         """Cancel a job: a waiting job ends FAILED at once; a running one is stopped by the
         worker that holds it (which needs notifications) and ends FAILED. Never retried."""
-        ref_id = str(ref if isinstance(ref, Reference) else Reference(ref))
-        async with self.db.connection() as conn, conn.transaction():
+        await self._run(functools.partial(self._cancel_job, ref=ref))
+
+    def sync_cancel_job(self, ref: Reference | str) -> None:
+        """Synchronous `cancel_job`."""
+        self._run_sync(functools.partial(self._cancel_job, ref=ref))
+
+    async def _cancel_job(self, conn: Conn, ref: Reference | str) -> None:
+        ref_id = _ref_id(ref)
+        async with conn.transaction():
             await conn.execute(
                 self.tables.q(
                     """
@@ -676,25 +859,19 @@ class Chancy:
 
     async def get_all_workers(self) -> list[dict[str, Any]]:
         """Every worker known to the cluster, whatever its status."""
-        async with self.db.connection() as conn:
-            rows = await conn.fetchall(
-                self.tables.q(
-                    "SELECT worker_id, incarnation, hostname, pid, tags, queues, started_at,"
-                    " last_seen, expires_at FROM {workers} ORDER BY worker_id"
-                )
+        return await self._run(self._get_all_workers)
+
+    def sync_get_all_workers(self) -> list[dict[str, Any]]:
+        """Synchronous `get_all_workers`."""
+        return self._run_sync(self._get_all_workers)
+
+    async def _get_all_workers(self, conn: Conn) -> list[dict[str, Any]]:
+        rows = await conn.fetchall(
+            self.tables.q(
+                "SELECT " + ", ".join(_WORKER_COLUMNS) + " FROM {workers} ORDER BY worker_id"
             )
-        keys = (
-            "worker_id",
-            "incarnation",
-            "hostname",
-            "pid",
-            "tags",
-            "queues",
-            "started_at",
-            "last_seen",
-            "expires_at",
         )
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [dict(zip(_WORKER_COLUMNS, row, strict=True)) for row in rows]
 
     # -- notifications -----------------------------------------------------------------------
 

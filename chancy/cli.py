@@ -40,8 +40,12 @@ async def _check_schema(app: Chancy, args: argparse.Namespace) -> int:
 
 async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
     queues = await app.get_all_queues()
+    undeclared = await app.get_undeclared_queues()
     if args.json:
-        _print_json([q.pack() for q in queues])
+        _print_json(
+            [{**q.pack(), "declared": True} for q in queues]
+            + [{"name": n, "declared": False, "waiting_jobs": c} for n, c in undeclared.items()]
+        )
         return 0
     for q in queues:
         rate = f" rate={q.rate_limit}/{q.rate_limit_window}s" if q.rate_limit else ""
@@ -49,6 +53,8 @@ async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
             f"{q.name:<24} {q.state.value:<7} concurrency={q.concurrency} "
             f"executor={q.executor.rsplit('.', 1)[-1]} tags={','.join(sorted(q.tags))}{rate}"
         )
+    for name, count in undeclared.items():
+        print(f"{name:<24} NOT DECLARED: {count} unfinished job(s) wait for this queue")
     return 0
 
 

@@ -140,10 +140,23 @@ async def test_bad_job_in_batch_writes_nothing_of_that_batch(chancy: Chancy) -> 
         await chancy.push(good[0].with_meta({"when": datetime.now()}))
     with pytest.raises(InvalidJobError, match="job 0"):
         await chancy.push("not a job")
-    with pytest.raises(UnknownQueueError, match=r"job 1: unknown queue 'nope'"):
-        async for _ in chancy.push_many([good[0], good[0].with_queue("nope")]):
-            pass
+    strict = Chancy(chancy.dsn, prefix=chancy.prefix, plugins=[], strict_queues=True)
+    async with strict:
+        with pytest.raises(UnknownQueueError, match=r"job 1: unknown queue 'nope'"):
+            async for _ in strict.push_many([good[0], good[0].with_queue("nope")]):
+                pass
     assert await rows(chancy, "SELECT count(*) FROM {jobs}") == [(5,)]
+
+
+async def test_push_to_an_undeclared_queue_waits_for_it(chancy: Chancy) -> None:
+    ref = await chancy.push(Job.from_func(jobs.noop, queue="later"))
+    job = await chancy.get_job(ref)
+    assert job is not None and job.state is QueuedJob.State.PENDING and job.queue == "later"
+    await chancy.declare(Queue("default"))
+    await chancy.push(Job.from_func(jobs.noop))
+    assert await chancy.get_undeclared_queues() == {"later": 1}
+    await chancy.declare(Queue("later"))
+    assert await chancy.get_undeclared_queues() == {}
 
 
 async def test_unique_key_returns_existing_job(chancy: Chancy) -> None:

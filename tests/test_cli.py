@@ -75,10 +75,14 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert got["kwargs"] == {"a": 1, "b": 2} and got["state"] == "pending"
     assert job_id in cli("job", "list", "--state", "pending").stdout
     assert "failed" in cli("job", "cancel", job_id).stdout
-    unknown = cli("job", "push", "jobs.add", "--queue", "nope")
-    assert unknown.returncode == 1 and "unknown queue 'nope'" in unknown.stderr
+    undeclared = cli("job", "push", "jobs.add", "--queue", "nope")  # accepted: waits for it
+    assert undeclared.returncode == 0, undeclared.stderr
+    assert "nope" in cli("queue", "list").stdout.splitlines()[-1]
+    assert "NOT DECLARED: 1 unfinished job" in cli("queue", "list").stdout
+    listed = json.loads(cli("queue", "list", "--json").stdout)
+    assert listed[-1] == {"name": "nope", "declared": False, "waiting_jobs": 1}
     assert cli("queue", "delete", "mail").returncode == 0
-    assert cli("queue", "list").stdout.strip() == ""
+    assert "mail" not in cli("queue", "list").stdout
     assert cli("misc", "migrate", "--to-version", "0").returncode == 0
 
 

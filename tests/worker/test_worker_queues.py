@@ -157,3 +157,15 @@ async def test_two_workers_never_run_the_same_job(chancy, start_worker) -> None:
     assert len(runs) == n
     assert len(set(runs)) == n
     assert a.jobs_claimed > 0 and b.jobs_claimed > 0
+
+
+async def test_job_pushed_before_its_queue_runs_once_declared(chancy, start_worker) -> None:
+    # A web app may push before the worker deployment has declared the queue.
+    ref = await chancy.push(Job(func="wjobs.async_record", queue="late", kwargs={"label": "l"}))
+    worker = await start_worker()
+    await anyio.sleep(0.5)
+    assert wjobs.RUNS["l"] == []
+    await chancy.declare(Queue("late", executor=ASYNC, polling_interval=0.2))
+    await eventually(lambda: "late" in worker.executors)
+    job = await chancy.wait_for_job(ref, interval=0.1, timeout=10)
+    assert job.state == QueuedJob.State.SUCCEEDED and wjobs.RUNS["l"]
