@@ -50,6 +50,13 @@ def _ref_id(ref: Reference | str) -> str:
     return str(ref if isinstance(ref, Reference) else Reference(ref))
 
 
+def _check_executor(queue: Queue) -> None:
+    # Imported here: a web app that only pushes never loads the executors.
+    from chancy.executors.base import executor_class
+
+    executor_class(queue)
+
+
 def _all_applied(versions: dict[str, tuple[int, int]]) -> bool:
     return all(applied == latest for applied, latest in versions.values())
 
@@ -497,12 +504,16 @@ class Chancy:
     async def declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
         """Declare `queue`; with `upsert`, replace the settings of an existing queue.
 
-        Returns the queue as it is in the database.
+        Returns the queue as it is in the database. Raises `ValueError` when the queue's
+        executor does not import, is not an executor, or does not take an `executor_options`
+        key (checked here, so that a worker is not the first to find out).
         """
+        _check_executor(queue)
         return await self._run(functools.partial(self._declare, queue=queue, upsert=upsert))
 
     def sync_declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
         """Synchronous `declare`."""
+        _check_executor(queue)
         return self._run_sync(functools.partial(self._declare, queue=queue, upsert=upsert))
 
     async def _declare(self, conn: Conn, queue: Queue, upsert: bool) -> Queue:
@@ -516,6 +527,7 @@ class Chancy:
 
     async def declare_ex(self, cursor: AsyncCursor, queue: Queue, *, upsert: bool = False) -> Queue:
         """`declare` on the caller's cursor (inside the caller's transaction)."""
+        _check_executor(queue)
         insert, select = self._declare_queries(upsert)
         await cursor.execute(insert, _queue_row(queue))
         await cursor.execute(select, (queue.name,))

@@ -314,3 +314,32 @@ async def test_setup_default_logger() -> None:
     assert logger.name == "chancy" and logger.level == logging.DEBUG
     setup_default_logger()
     assert sum(getattr(h, "_chancy_default", False) for h in logger.handlers) == 1
+
+
+@pytest.mark.parametrize(
+    ("executor", "options", "message"),
+    [
+        ("chancy.executors.nothing.Nope", {}, r"cannot load executor 'chancy\.executors\.nothing"),
+        ("jobs.add", {}, "is not a chancy.executors.Executor subclass"),
+        (Chancy.Executor.Async, {"bogus": 1}, "does not take the option.*bogus"),
+        (
+            Chancy.Executor.Process,
+            {"maximum_jobs": 3},
+            r"maximum_jobs \(it takes: .*maximum_jobs_per_worker",
+        ),
+    ],
+)
+async def test_declare_validates_the_executor(chancy: Chancy, executor, options, message) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        await chancy.declare(Queue("q", executor=executor, executor_options=options))
+    assert "'q'" in str(caught.value)
+    assert await chancy.get_all_queues() == []  # nothing stored
+    with pytest.raises(ValueError, match=message):
+        chancy.sync_declare(Queue("q", executor=executor, executor_options=options))
+    # Good options pass, and pausing a stored queue does not re-import its executor.
+    ok = await chancy.declare(
+        Queue(
+            "q", executor=Chancy.Executor.Process, executor_options={"maximum_jobs_per_worker": 5}
+        )
+    )
+    assert ok.executor_options == {"maximum_jobs_per_worker": 5}

@@ -92,3 +92,13 @@ def test_help_explains_each_command() -> None:
             [sys.executable, "-m", "chancy.cli", *args], capture_output=True, text=True
         )
         assert result.returncode == 0 and "usage: chancy" in result.stdout
+
+
+def test_queue_declare_refuses_a_bad_executor(cli) -> None:
+    assert cli("misc", "migrate").returncode == 0
+    bad = cli("queue", "declare", "mail", "--executor", "chancy.executors.nothing.Nope")
+    assert bad.returncode == 1 and "cannot load executor" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    opts = cli("queue", "declare", "mail", "--executor-options", '{"bogus": 1}')
+    assert opts.returncode == 1 and "bogus" in opts.stderr
+    assert "mail" not in cli("queue", "list").stdout

@@ -363,11 +363,9 @@ class Executor(abc.ABC):
         return released
 
 
-def load_executor(worker: Worker, queue: Queue) -> Executor:
-    """Import the queue's executor class and build it with the queue's `executor_options`.
-
-    Raises `ValueError` (with a message naming the queue) when it cannot be loaded.
-    """
+def executor_class(queue: Queue) -> type[Executor]:
+    """Import the queue's executor class and check its `executor_options` against the
+    constructors that take them (`ValueError` naming the queue and the problem)."""
     try:
         cls = import_function(queue.executor)
     except Exception as exc:
@@ -378,6 +376,33 @@ def load_executor(worker: Worker, queue: Queue) -> Executor:
         raise ValueError(
             f"queue {queue.name!r}: {queue.executor!r} is not a chancy.executors.Executor subclass"
         )
+    if not isinstance(queue.executor_options, dict):
+        raise ValueError(f"queue {queue.name!r}: executor_options: expected a dict")
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Executor:
+            break  # the base takes no options
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        accepted |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break  # this constructor passes nothing on
+    accepted -= {"self", "worker", "queue"}
+    if unknown := sorted(set(queue.executor_options) - accepted):
+        raise ValueError(
+            f"queue {queue.name!r}: executor {queue.executor!r} does not take the option(s) "
+            f"{', '.join(unknown)} (it takes: {', '.join(sorted(accepted)) or 'none'})"
+        )
+    return cls
+
+
+def load_executor(worker: Worker, queue: Queue) -> Executor:
+    """Import the queue's executor class and build it with the queue's `executor_options`.
+
+    Raises `ValueError` (with a message naming the queue) when it cannot be loaded.
+    """
+    cls = executor_class(queue)
     try:
         return cls(worker, queue, **queue.executor_options)
     except Exception as exc:
