@@ -166,13 +166,15 @@ def announce_worker_query(tables: Tables) -> sql.Composed:
     """Insert or refresh this worker's row; returns whether it was new (inserted)."""
     return tables.q(
         """
-        INSERT INTO {workers} (worker_id, incarnation, hostname, pid, tags, queues, started_at,
-                               last_seen, expires_at)
+        INSERT INTO {workers} (worker_id, incarnation, hostname, pid, tags, queues, queue_status,
+                               started_at, last_seen, expires_at)
         VALUES (%(worker_id)s, %(incarnation)s, %(hostname)s, %(pid)s, %(tags)s, %(queues)s,
-                now(), now(), now() + make_interval(secs => %(timeout)s))
+                %(queue_status)s::jsonb, now(), now(),
+                now() + make_interval(secs => %(timeout)s))
         ON CONFLICT (worker_id) DO UPDATE SET
             incarnation = EXCLUDED.incarnation, hostname = EXCLUDED.hostname,
             pid = EXCLUDED.pid, tags = EXCLUDED.tags, queues = EXCLUDED.queues,
+            queue_status = EXCLUDED.queue_status,
             started_at = CASE WHEN {workers}.incarnation = EXCLUDED.incarnation
                               THEN {workers}.started_at ELSE now() END,
             last_seen = now(), expires_at = EXCLUDED.expires_at

@@ -40,6 +40,7 @@ _WORKER_COLUMNS = (
     "pid",
     "tags",
     "queues",
+    "queue_status",
     "started_at",
     "last_seen",
     "expires_at",

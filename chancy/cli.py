@@ -41,9 +41,16 @@ async def _check_schema(app: Chancy, args: argparse.Namespace) -> int:
 async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
     queues = await app.get_all_queues()
     undeclared = await app.get_undeclared_queues()
+    failing: dict[str, list[dict[str, str]]] = {}
+    for w in await app.get_all_workers():
+        for name, status in (w.get("queue_status") or {}).items():
+            if status.get("status") == "failed":
+                failing.setdefault(name, []).append(
+                    {"worker_id": w["worker_id"], "error": status.get("error", "")}
+                )
     if args.json:
         _print_json(
-            [{**q.pack(), "declared": True} for q in queues]
+            [{**q.pack(), "declared": True, "failing_on": failing.get(q.name, [])} for q in queues]
             + [{"name": n, "declared": False, "waiting_jobs": c} for n, c in undeclared.items()]
         )
         return 0
@@ -53,6 +60,8 @@ async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
             f"{q.name:<24} {q.state.value:<7} concurrency={q.concurrency} "
             f"executor={q.executor.rsplit('.', 1)[-1]} tags={','.join(sorted(q.tags))}{rate}"
         )
+        for failure in failing.get(q.name, []):
+            print(f"{'':<24} FAILING on worker {failure['worker_id']}: {failure['error']}")
     for name, count in undeclared.items():
         print(f"{name:<24} NOT DECLARED: {count} unfinished job(s) wait for this queue")
     return 0

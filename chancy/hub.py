@@ -50,7 +50,9 @@ class Hub:
             send.close()
             receive.close()
 
-    async def wait_for(self, event: str | list[str], timeout: float | None = None) -> list[HubEvent]:
+    async def wait_for(
+        self, event: str | list[str], timeout: float | None = None
+    ) -> list[HubEvent]:
         """Wait for the next event of a kind (or of any of a list of kinds), as upstream Chancy's
         `Hub.wait_for`; returns the events seen, or an empty list once `timeout` seconds pass."""
         kinds = [event] if isinstance(event, str) else list(event)

@@ -211,8 +211,19 @@ def _v2_down(t: Tables) -> list[sql.Composable]:
     ]
 
 
+def _v3_up(t: Tables) -> list[sql.Composable]:
+    return [
+        t.q("ALTER TABLE {workers} ADD COLUMN queue_status jsonb NOT NULL DEFAULT '{{}}'::jsonb"),
+    ]
+
+
+def _v3_down(t: Tables) -> list[sql.Composable]:
+    return [t.q("ALTER TABLE {workers} DROP COLUMN IF EXISTS queue_status")]
+
+
 CORE = "core"
 CORE_MIGRATIONS: list[Migration] = [
     Migration(1, "queues and jobs", _v1_up, _v1_down),
     Migration(2, "workers, leader and rate limits", _v2_up, _v2_down),
+    Migration(3, "per-queue status of each worker", _v3_up, _v3_down),
 ]

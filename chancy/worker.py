@@ -45,7 +45,7 @@ import anyio.abc
 import psycopg
 import sniffio
 
-from chancy._db import Conn, _AsyncConn, _ThreadConn
+from chancy._db import Conn, _AsyncConn, _ThreadConn, dumps
 from chancy._sql import (
     announce_worker_query,
     claim_query,
@@ -538,6 +538,7 @@ class Worker:
                 "pid": os.getpid(),
                 "tags": sorted(self.worker_tags()),
                 "queues": self.watcher.queue_names if self.watcher else [],
+                "queue_status": dumps(self.watcher.queue_status if self.watcher else {}),
                 "timeout": float(self.heartbeat_timeout),
             },
         )

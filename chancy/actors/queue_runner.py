@@ -43,6 +43,8 @@ class QueueRunner:
         self.done = Flag()
         #: Whether the executor could not be loaded or started.
         self.failed = False
+        #: Why it failed (shown in `get_all_workers()["queue_status"]`).
+        self.error: str | None = None
         #: After a stop: whether every running job finished in time.
         self.drained = True
         self._stop = Flag()
@@ -58,14 +60,14 @@ class QueueRunner:
             try:
                 executor = load_executor(worker, queue)
             except Exception as exc:
-                self.failed = True
+                self.failed, self.error = True, str(exc)
                 worker.log.error("%s; the worker keeps serving its other queues", exc)
                 return
             self.executor = executor
             try:
                 await self._serve(executor)
-            except Exception:
-                self.failed = True
+            except Exception as exc:
+                self.failed, self.error = True, f"executor crashed: {type(exc).__name__}: {exc}"
                 worker.log.exception(
                     "queue %r: executor %s crashed; the worker keeps serving its other queues",
                     queue.name,
@@ -88,7 +90,7 @@ class QueueRunner:
             try:
                 await tg.start(executor.run)
             except Exception as exc:
-                self.failed = True
+                self.failed, self.error = True, f"executor failed to start: {exc}"
                 worker.log.error(
                     "queue %r: executor %s failed to start: %s; the worker keeps serving its"
                     " other queues",
@@ -132,4 +134,6 @@ class QueueRunner:
             finally:
                 if worker._executors.get(queue.name) is executor:
                     del worker._executors[queue.name]
-                worker.hub.emit("worker.queue.removed", queue=queue, executor=executor, worker=worker)
+                worker.hub.emit(
+                    "worker.queue.removed", queue=queue, executor=executor, worker=worker
+                )

@@ -42,7 +42,8 @@ class QueueWatcher:
         self.worker = worker
         self.runners: dict[str, QueueRunner] = {}
         self.wakeup = Wakeup()
-        self._broken: dict[str, tuple[Queue, float]] = {}
+        #: Queues whose executor failed: (queue, retry after, error).
+        self._broken: dict[str, tuple[Queue, float, str]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping = False
         #: Test hook: how many refreshes completed.
@@ -51,6 +52,17 @@ class QueueWatcher:
     @property
     def queue_names(self) -> list[str]:
         return sorted(self.runners)
+
+    @property
+    def queue_status(self) -> dict[str, dict[str, str]]:
+        """`{queue: {"status": "running" | "starting" | "failed", "error": ...}}` of this worker."""
+        status: dict[str, dict[str, str]] = {
+            name: {"status": "failed", "error": error}
+            for name, (_, _, error) in self._broken.items()
+        }
+        for name, runner in self.runners.items():
+            status[name] = {"status": "running" if runner.fetcher is not None else "starting"}
+        return status
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         worker = self.worker
@@ -93,6 +105,8 @@ class QueueWatcher:
         for name, runner in list(self.runners.items()):
             if runner.queue != wanted.get(name):
                 runner.request_stop(worker.shutdown_timeout)
+        for name in set(self._broken) - set(wanted):
+            del self._broken[name]
         before = set(self.runners)
         now = anyio.current_time()
         for name, queue in wanted.items():
@@ -121,7 +135,11 @@ class QueueWatcher:
                     if self.worker.heartbeat is not None and not self._stopping:
                         self.worker.heartbeat.wakeup.set()
                 if runner.failed:
-                    self._broken[queue.name] = (queue, anyio.current_time() + RETRY_BROKEN)
+                    self._broken[queue.name] = (
+                        queue,
+                        anyio.current_time() + RETRY_BROKEN,
+                        runner.error or "could not start",
+                    )
                 if not self._stopping:
                     self.wakeup.set()  # start the queue again with its new settings
 

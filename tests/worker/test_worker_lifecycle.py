@@ -250,7 +250,6 @@ async def test_fetch_jobs_and_announce_take_a_plain_psycopg_connection(
     assert [w["worker_id"] for w in await chancy.get_all_workers()] == ["plain-conn"]
 
 
-
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio's task groups are structured
 async def test_worker_entered_and_left_in_different_tasks(chancy, anyio_backend) -> None:
     """A pytest-asyncio fixture enters `async with Worker` in one task and leaves in another."""

@@ -143,6 +143,26 @@ async def test_broken_executor_does_not_stop_other_queues(chancy, start_worker, 
     text = caplog.text
     assert "'broken'" in text and "chancy.executors.nothing.Nope" in text
     assert "'badopts'" in text and "bogus" in text
+    # The failure is visible outside the worker's log: in its row of get_all_workers().
+
+    async def statuses() -> dict:
+        rows = await chancy.get_all_workers()
+        status = rows[0]["queue_status"] if rows else {}
+        running = status.get("good") == {"status": "running"}
+        return status if running and {"broken", "badopts"} <= set(status) else {}
+
+    status = await eventually(statuses)
+    assert status["good"] == {"status": "running"}
+    assert status["broken"]["status"] == "failed"
+    assert "chancy.executors.nothing.Nope" in status["broken"]["error"]
+    assert "bogus" in status["badopts"]["error"]
+    await chancy.delete_queue("broken")
+    await eventually(lambda: statuses_without("broken", chancy))
+
+
+async def statuses_without(name: str, chancy) -> bool:
+    rows = await chancy.get_all_workers()
+    return bool(rows) and name not in rows[0]["queue_status"]
 
 
 async def test_two_workers_never_run_the_same_job(chancy, start_worker) -> None:
