@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -145,7 +146,25 @@ async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
 
 
 async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
-    _print_json(await app.get_all_workers())
+    workers = await app.get_all_workers()
+    if args.json:
+        _print_json(workers)
+        return 0
+    now = datetime.now(UTC)
+    print(f"{'WORKER':<28} {'HOST:PID':<28} {'SEEN':>6}  {'STATUS':<6} QUEUES")
+    for w in workers:
+        # A worker whose heartbeat expired is removed by the next live worker's heartbeat;
+        # until then it is listed as dead.
+        dead = w["expires_at"] < now
+        failed = sorted(
+            n for n, s in (w.get("queue_status") or {}).items() if s.get("status") == "failed"
+        )
+        queues = ",".join(w["queues"]) + "".join(f" !{n}(failed)" for n in failed)
+        seen = f"{(now - w['last_seen']).total_seconds():.0f}s"
+        host = f"{w['hostname']}:{w['pid']}"
+        print(
+            f"{w['worker_id']:<28} {host:<28} {seen:>6}  {'DEAD' if dead else 'alive':<6} {queues}"
+        )
     return 0
 
 
@@ -214,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     workers = groups.add_parser("worker", help="inspect workers")
     wsub = workers.add_subparsers(dest="command", required=True)
-    command(wsub, "list", _worker_list, "list the workers known to the cluster")
+    p = command(wsub, "list", _worker_list, "list the workers known to the cluster")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 

@@ -102,3 +102,31 @@ def test_queue_declare_refuses_a_bad_executor(cli) -> None:
     opts = cli("queue", "declare", "mail", "--executor-options", '{"bogus": 1}')
     assert opts.returncode == 1 and "bogus" in opts.stderr
     assert "mail" not in cli("queue", "list").stdout
+
+
+def test_worker_list_marks_dead_workers(cli, dsn: str, prefix: str) -> None:
+    import psycopg
+
+    assert cli("misc", "migrate").returncode == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for worker_id, expires, status in [
+            ("alive-1", "now() + interval '1 minute'", '{"mail": {"status": "running"}}'),
+            (
+                "gone-2",
+                "now() - interval '1 minute'",
+                '{"mail": {"status": "failed", "error": "x"}}',
+            ),
+        ]:
+            conn.execute(
+                f"INSERT INTO {prefix}workers (worker_id, incarnation, hostname, pid, tags,"
+                f" queues, queue_status, started_at, last_seen, expires_at) VALUES (%s, 'i', 'h',"
+                f" 7, ARRAY['*'], ARRAY['mail'], %s::jsonb, now(), now(), {expires})",
+                (worker_id, status),
+            )
+    out = cli("worker", "list").stdout.splitlines()
+    assert out[0].split()[:4] == ["WORKER", "HOST:PID", "SEEN", "STATUS"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert " alive " in rows["alive-1"] and "h:7" in rows["alive-1"]
+    assert " DEAD " in rows["gone-2"] and "!mail(failed)" in rows["gone-2"]
+    as_json = json.loads(cli("worker", "list", "--json").stdout)
+    assert {w["worker_id"] for w in as_json} == {"alive-1", "gone-2"}
