@@ -31,6 +31,98 @@ class DatabaseUnavailable(ConnectionError):
     """PostgreSQL could not be reached within the configured time."""
 
 
+class ConnectionRejected(DatabaseUnavailable):
+    """A connection failure that retrying cannot fix (bad credentials, database or role, or
+    connection option); raised at once, with the server's (or libpq's) own message."""
+
+
+# SQLSTATEs of connection failures. psycopg (3.3) attaches none to a failed connect, so the
+# message text below is what decides in practice; these are used when a sqlstate is present.
+_PERMANENT_SQLSTATE_PREFIXES = ("28", "3D", "42501", "42704", "22023", "55000")
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53")
+
+# Fragments of libpq/server messages, lowercased. Transient ones are checked first so that, e.g.,
+# "the database system is starting up" is never mistaken for a configuration error.
+_TRANSIENT_FRAGMENTS = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "too many clients",
+    "too many connections",
+    "remaining connection slots are reserved",
+    "server closed the connection unexpectedly",
+    "no such file or directory",  # the Unix socket of a server not started yet
+    "could not translate host name",  # DNS: a service name not published yet
+    "failed to resolve host",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+)
+_PERMANENT_FRAGMENTS = (
+    "does not exist",  # database or role
+    "password authentication failed",
+    "authentication failed",  # peer, ident, scram, gss, ...
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
+    "no password supplied",
+    "password is required",
+    "is not permitted to log in",
+    "permission denied for database",
+    "is not currently accepting connections",  # datallowconn = false
+    "invalid connection option",
+    "invalid uri query parameter",
+    "invalid integer value",
+    "invalid sslmode value",
+    "unrecognized configuration parameter",
+    "invalid value for parameter",
+    "ssl was required",
+    "server does not support ssl",
+)
+
+
+def connect_error_reason(exc: BaseException) -> str:
+    """The whole message of a connection error on one line (libpq's lines joined by " / ")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " / ".join(lines) if lines else repr(exc)
+
+
+def _is_permanent_fragment(text: str) -> bool:
+    text = text.lower()
+    if any(f in text for f in _TRANSIENT_FRAGMENTS):
+        return False
+    return any(f in text for f in _PERMANENT_FRAGMENTS)
+
+
+def is_permanent_connect_error(exc: BaseException) -> bool:
+    """Whether a failed connection attempt cannot succeed by retrying.
+
+    Permanent: the server answered and refused (authentication failed, no pg_hba.conf entry,
+    database or role does not exist, CONNECT not allowed, unknown startup parameter), or libpq
+    rejected the connection options. Transient: refused, timeout, DNS failure, server starting
+    up / shutting down / in recovery, too many connections. Unknown failures count as transient,
+    so they are retried as before. With several hosts, one host refusing permanently is enough.
+    """
+    if isinstance(exc, psycopg.ProgrammingError):  # the conninfo itself is invalid
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            return False
+        if sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES):
+            return True
+    # psycopg reports every host's attempt on lines of its own ("- host: ...: connection failed:
+    # ..."), libpq adds hint lines starting with a tab. Classify each line alone.
+    return any(_is_permanent_fragment(line) for line in str(exc).splitlines())
+
+
 def describe_dsn(dsn: str) -> str:
     """`host:port/dbname` of a DSN, without credentials, for messages and logs."""
     info = conninfo_to_dict(dsn)
@@ -176,24 +268,46 @@ class Database:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _wait_until_reachable(self) -> None:
-        """Try to connect until `connect_timeout` runs out, then raise `DatabaseUnavailable`."""
+        """Connect once, retrying transient failures until `connect_timeout` runs out.
+
+        A permanent failure (see `is_permanent_connect_error`) raises `ConnectionRejected` at
+        once; a transient one is logged at WARNING with its reason and retried with backoff,
+        and `DatabaseUnavailable` (with the last reason in full) is raised when time runs out.
+        """
+        where = describe_dsn(self.dsn)
         deadline = time.monotonic() + self.connect_timeout
         delay = 0.1
+        attempt = 0
         while True:
+            attempt += 1
             remaining = deadline - time.monotonic()
             try:
                 timeout = max(1, min(10, int(remaining) + 1))
                 psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True).close()
                 return
-            except psycopg.OperationalError as exc:
-                if time.monotonic() + delay >= deadline:
-                    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
-                    raise DatabaseUnavailable(
-                        f"cannot connect to PostgreSQL at {describe_dsn(self.dsn)} "
-                        f"within {self.connect_timeout:g} s: {reason}"
+            except psycopg.Error as exc:
+                reason = connect_error_reason(exc)
+                if is_permanent_connect_error(exc):
+                    raise ConnectionRejected(
+                        f"cannot connect to PostgreSQL at {where}: {reason} "
+                        "(a permanent error: not retried)"
                     ) from None
-                self.log.warning("PostgreSQL not reachable yet (%s); retrying", exc)
-                time.sleep(delay)
+                if not isinstance(exc, psycopg.OperationalError):
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DatabaseUnavailable(
+                        f"cannot connect to PostgreSQL at {where} within "
+                        f"{self.connect_timeout:g} s ({attempt} attempts): {reason}"
+                    ) from None
+                self.log.warning(
+                    "PostgreSQL at %s not reachable yet (attempt %d: %s); retrying in %.1f s",
+                    where,
+                    attempt,
+                    reason,
+                    min(delay, remaining),
+                )
+                time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 2.0)
 
     def _pool_kwargs(self) -> dict[str, Any]:
