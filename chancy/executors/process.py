@@ -87,8 +87,11 @@ class ProcessExecutor(Executor):
             isinstance(pass_env, str) or not all(isinstance(n, str) and n for n in pass_env)
         ):
             raise TypeError("pass_env: expected a list of environment variable names")
-        # Named variables pass through to the children even when the scrub would drop them.
-        extra_env = {n: os.environ[n] for n in pass_env or () if n in os.environ}
+        # Named variables pass through to the children even when the scrub would drop them:
+        # the queue's `pass_env` and the host's `CHANCY_PASS_ENV` (`chancy-supervisor --pass-env`).
+        host = [n.strip() for n in os.environ.get("CHANCY_PASS_ENV", "").split(",") if n.strip()]
+        names = [*(pass_env or ()), *host]
+        extra_env = {n: os.environ[n] for n in names if n in os.environ}
         if initializer is not None and not isinstance(initializer, str):
             raise TypeError("initializer: expected an importable name such as 'pkg.mod:fn'")
         self.pool = ChildPool(

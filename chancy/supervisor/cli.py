@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=["asyncio", "trio"], default="asyncio", help="the event loop"
     )
+    parser.add_argument(
+        "--pass-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass this environment variable through to process-executor children (repeatable; "
+        "e.g. DJANGO_SETTINGS_MODULE). Children otherwise get a scrubbed environment: what you "
+        "pass is readable by every job.",
+    )
     parser.add_argument("--status-file", type=Path, help="where the health status is written")
     parser.add_argument(
         "--status-interval", type=float, default=STATUS_INTERVAL, help="seconds between writes"
@@ -241,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         ok, message = check(app, args.status_file or default_status_file())
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    if args.pass_env:
+        host = [n for n in os.environ.get("CHANCY_PASS_ENV", "").split(",") if n]
+        os.environ["CHANCY_PASS_ENV"] = ",".join([*host, *args.pass_env])
     try:
         return anyio.run(serve, app, args, backend=args.backend)
     except KeyboardInterrupt:

@@ -129,20 +129,20 @@ async def test_segfault_is_reported_and_logged(
     ), warnings
 
 
+@pytest.mark.parametrize("via", ["executor_options", "CHANCY_PASS_ENV"])
 async def test_pass_env_reaches_children(
-    chancy: Chancy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chancy: Chancy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via: str
 ) -> None:
     import json
 
     monkeypatch.setenv("CHANCY_T_SETTINGS_DSN", "postgresql://passed")
     monkeypatch.setenv("CHANCY_T_SECRET", "hidden")
+    options: dict = {"pass_env": ["CHANCY_T_SETTINGS_DSN"]}
+    if via == "CHANCY_PASS_ENV":  # what `chancy-supervisor --pass-env` sets, for every queue
+        monkeypatch.setenv("CHANCY_PASS_ENV", "CHANCY_T_SETTINGS_DSN")
+        options = {}
     await chancy.declare(
-        Queue(
-            "env",
-            executor=Chancy.Executor.Process,
-            executor_options={"pass_env": ["CHANCY_T_SETTINGS_DSN"]},
-            polling_interval=1,
-        )
+        Queue("env", executor=Chancy.Executor.Process, executor_options=options, polling_interval=1)
     )
     out = tmp_path / "env.json"
     async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5):
