@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import psycopg
 
 from chancy._appref import AppRefError, load_app
+from chancy._db import connect_error_reason
 from chancy.app import Chancy
 from chancy.errors import ChancyError, DatabaseUnavailable
 from chancy.job import Job, QueuedJob
@@ -178,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the app as module:attribute (a Chancy instance or a function returning one); "
         "default: $CHANCY_APP",
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10,
+        metavar="SECONDS",
+        help="give up reaching PostgreSQL after this many seconds (default: 10); errors that "
+        "retrying cannot fix (authentication, unknown database or role) fail at once",
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{misc,queue,job,worker}")
 
     def command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
@@ -246,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     except AppRefError as exc:
         print(f"chancy: {exc}", file=sys.stderr)
         return 2
+    if not args.connect_timeout > 0:
+        print("chancy: --connect-timeout: expected seconds > 0", file=sys.stderr)
+        return 2
+    # An admin command should not wait the worker's poll_reconnect_timeout (300 s by default).
+    app.db.connect_timeout = args.connect_timeout
     command: Callable[[Chancy, argparse.Namespace], Awaitable[int]] = args.handler
 
     async def run() -> int:
@@ -256,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return anyio.run(run)
     except (ChancyError, DatabaseUnavailable, ValueError) as exc:
         print(f"chancy: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:  # e.g. the connection was lost mid-command
+        print(f"chancy: database error: {connect_error_reason(exc)}", file=sys.stderr)
         return 1
 
 

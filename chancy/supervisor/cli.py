@@ -30,6 +30,7 @@ import psutil
 import psycopg
 
 from chancy._appref import AppRefError, load_app
+from chancy._db import connect_error_reason
 from chancy.allowlist import AllowList
 from chancy.app import Chancy
 from chancy.errors import DatabaseUnavailable, MigrationRequired
@@ -224,7 +225,7 @@ def check(app: Chancy, path: Path) -> tuple[bool, str]:
                 (status["worker_id"], status["incarnation"]),
             ).fetchone()
     except psycopg.Error as exc:
-        return False, f"database unreachable: {str(exc).strip().splitlines()[-1]}"
+        return False, f"database unreachable: {connect_error_reason(exc)}"
     if row is None:
         return False, f"worker {status['worker_id']} has no heartbeat row"
     if not row[0]:
