@@ -26,6 +26,7 @@ from chancy.wire import (
     ProtocolError,
     Ready,
     Shutdown,
+    SocketStream,
 )
 
 from . import _tree
@@ -79,7 +80,7 @@ class ChildProcess:
         popen: subprocess.Popen[bytes],
         process: psutil.Process,
         frames: FrameStream,
-        output: anyio.abc.ByteReceiveStream,
+        output: SocketStream,
         logger: logging.Logger,
     ) -> None:
         self.popen = popen
@@ -144,10 +145,8 @@ class ChildProcess:
             child_channel.close()
             child_output.close()
         process = psutil.Process(popen.pid)
-        frames = FrameStream(
-            await anyio.abc.UNIXSocketStream.from_socket(channel), max_size=max_frame_size
-        )
-        output_stream = await anyio.abc.UNIXSocketStream.from_socket(output)
+        frames = FrameStream(SocketStream(channel), max_size=max_frame_size)
+        output_stream = SocketStream(output)
         child = cls(popen, process, frames, output_stream, logger)
         task_group.start_soon(child._pump_output)
         try:

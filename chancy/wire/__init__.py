@@ -20,6 +20,7 @@ from ._messages import (
     Shutdown,
     StopJob,
 )
+from ._socket import SocketStream
 
 __all__ = [
     "MAX_FRAME_SIZE",
@@ -35,6 +36,7 @@ __all__ = [
     "Ready",
     "RunJob",
     "Shutdown",
+    "SocketStream",
     "StopJob",
     "decode",
     "encode",
