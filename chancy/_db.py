@@ -22,18 +22,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from chancy.errors import ConnectionRejected, DatabaseUnavailable
+
 T = TypeVar("T")
 Query = str | sql.Composable
 Params = Sequence[Any] | dict[str, Any] | None
-
-
-class DatabaseUnavailable(ConnectionError):
-    """PostgreSQL could not be reached within the configured time."""
-
-
-class ConnectionRejected(DatabaseUnavailable):
-    """A connection failure that retrying cannot fix (bad credentials, database or role, or
-    connection option); raised at once, with the server's (or libpq's) own message."""
 
 
 # SQLSTATEs of connection failures. psycopg (3.3) attaches none to a failed connect, so the

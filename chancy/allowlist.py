@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from chancy.errors import JobNotAllowed
 from chancy.job import registered_functions
-
-
-class JobNotAllowed(Exception):
-    """A job names a function outside the worker's allow-list (never retried)."""
 
 
 class AllowList:

@@ -19,6 +19,7 @@ import psycopg
 from chancy._appref import AppRefError, load_app
 from chancy._db import connect_error_reason
 from chancy.app import Chancy
+from chancy.embedded import DEFAULT_DATA_DIR, embedded_status, stop_embedded
 from chancy.errors import ChancyError, DatabaseUnavailable
 from chancy.job import Job, QueuedJob
 from chancy.queue import Queue
@@ -170,6 +171,32 @@ async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
     return 0
 
 
+def _embedded(args: argparse.Namespace) -> int:
+    if args.action == "stop":
+        was_running = stop_embedded(args.data_dir)
+        status = embedded_status(args.data_dir)
+        if args.json:
+            _print_json({"stopped": was_running, **status.as_dict()})
+        elif was_running:
+            print(f"stopped the embedded server of {status.data_dir}")
+        else:
+            print(f"no embedded server is running for {status.data_dir}")
+        return 0
+    status = embedded_status(args.data_dir)
+    if args.json:
+        _print_json(status.as_dict())
+    elif not status.initialised:
+        print(f"{status.data_dir}: no embedded server set up here")
+    elif status.running:
+        print(
+            f"{status.data_dir}: running (PostgreSQL {status.version}, pid {status.pid})\n"
+            f"dsn: {status.dsn}"
+        )
+    else:
+        print(f"{status.data_dir}: stopped (PostgreSQL {status.version})")
+    return 0 if status.running else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chancy",
@@ -198,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     misc = groups.add_parser("misc", help="migrations and schema checks").add_subparsers(
         dest="command", required=True
     )
+    embedded = misc.add_parser(
+        "embedded",
+        help="the embedded PostgreSQL server used when no DSN is set (status, stop)",
+        description="The embedded PostgreSQL server (the 'embedded' extra) that Chancy starts "
+        "when CHANCY_DSN is unset. It outlives the processes that use it; stop it here. "
+        "Needs no --app.",
+    ).add_subparsers(dest="action", required=True)
+    for name, help_ in [
+        ("status", "whether the data folder's server is running (exit 0) or not (exit 3)"),
+        ("stop", "stop the server now (open sessions are disconnected; data is kept)"),
+    ]:
+        p = embedded.add_parser(name, help=help_, description=help_)
+        p.set_defaults(local=_embedded)
+        p.add_argument(
+            "--data-dir",
+            help=f"the data folder (default: $CHANCY_DATA_DIR, else ./{DEFAULT_DATA_DIR})",
+        )
+        p.add_argument("--json", action="store_true", help="print JSON")
     p = command(misc, "migrate", _migrate, "migrate the database (core and plugins) up or down")
     p.add_argument("--to-version", type=int, help="core schema version (default: latest)")
     command(misc, "check-schema", _check_schema, "exit 0 if the schema is up to date, else 1")
@@ -251,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `chancy` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "local", None) is not None:  # needs no app and no database
+        try:
+            return int(args.local(args))
+        except RuntimeError as exc:
+            print(f"chancy: {exc}", file=sys.stderr)
+            return 1
     try:
         app = load_app(args.app)
     except AppRefError as exc:

@@ -16,12 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
 
+from chancy.errors import JobImportError
+
 P = ParamSpec("P")
 R = TypeVar("R", covariant=True)
-
-
-class JobImportError(ValueError):
-    """A job's `func` is not an importable name."""
 
 
 class ErrorT(TypedDict):
@@ -344,8 +342,14 @@ def import_function(path: str) -> Callable[..., Any]:
                 last_error = exc
                 continue
             raise JobImportError(f"importing {module_name!r} for {path!r} failed: {exc}") from exc
+        first, *_ = attrs = attr_path.split(".")
+        if isinstance(last_error, ModuleNotFoundError) and not hasattr(target, first):
+            # A longer module path was tried first and is missing: say so, not "no attribute".
+            raise JobImportError(
+                f"cannot import {path!r}: no module named {last_error.name!r}"
+            ) from None
         try:
-            for attr in attr_path.split("."):
+            for attr in attrs:
                 target = getattr(target, attr)
         except AttributeError:
             raise JobImportError(f"module {module_name!r} has no attribute {attr_path!r}") from None

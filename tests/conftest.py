@@ -35,14 +35,14 @@ def server_dsn() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    import pgserver
+    from chancy.embedded import embedded_dsn, stop_embedded
 
     with tempfile.TemporaryDirectory(prefix="chancy-pg-") as folder:
-        server = pgserver.get_server(folder, cleanup_mode="stop")
+        uri = embedded_dsn(folder, keep_running=False)
         try:
-            yield server.get_uri()
+            yield uri
         finally:
-            server.cleanup()
+            stop_embedded(folder)
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,67 @@ def test_embedded_server_when_no_dsn(monkeypatch, caplog) -> None:
 
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-    import pgserver
+    from chancy.embedded import stop_embedded
 
-    pgserver.get_server(tmp_path / "pg").cleanup()
+    assert stop_embedded(tmp_path / "pg")
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# -- the one exception tree -------------------------------------------------------------
+
+
+def test_the_exception_tree_is_one_leaf_module() -> None:
+    """Every Chancy exception lives in chancy.errors, under one of two roots, and the old
+    import paths give the very same classes (an ``except`` written against either catches)."""
+    import chancy._db
+    import chancy.allowlist
+    import chancy.errors as errors
+    import chancy.executors
+    import chancy.supervisor
+    import chancy.supervisor.errors
+    import chancy.wire
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.ChancyError | errors.JobStopped), name
+        assert cls.__module__ == "chancy.errors", name
+    assert not issubclass(errors.JobStopped, Exception)  # a job's `except Exception` misses it
+    assert issubclass(errors.TimeLimitExceeded, errors.JobStopped)
+    assert issubclass(errors.JobCancelled, errors.JobStopped)
+    assert issubclass(errors.ConnectionRejected, errors.DatabaseUnavailable)
+    assert issubclass(errors.DatabaseUnavailable, ConnectionError)
+    assert chancy.supervisor.TimeLimitExceeded is errors.TimeLimitExceeded
+    assert chancy.supervisor.errors.JobCancelled is errors.JobCancelled
+    assert chancy.executors.JobCancelled is errors.JobCancelled
+    assert chancy.executors.TimeLimitExceeded is errors.TimeLimitExceeded
+    assert chancy._db.DatabaseUnavailable is errors.DatabaseUnavailable
+    assert sys.modules["chancy.job"].JobImportError is errors.JobImportError
+    assert chancy.allowlist.JobNotAllowed is errors.JobNotAllowed
+    assert chancy.wire.ProtocolError is errors.ProtocolError
+
+
+def test_chancy_errors_imports_no_driver_or_event_loop() -> None:
+    """``import chancy.errors`` is cheap: no psycopg, anyio, msgspec or psutil."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import chancy.errors
+        heavy = {"psycopg", "psycopg_pool", "anyio", "msgspec", "psutil", "trio"}
+        loaded = sorted(heavy & {name.split(".")[0] for name in sys.modules})
+        print(",".join(loaded))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_a_missing_submodule_is_named_in_the_import_error() -> None:
+    from chancy.errors import JobImportError
+    from chancy.job import import_function
+
+    with pytest.raises(JobImportError, match="no module named 'chancy.executors.nothing'"):
+        import_function("chancy.executors.nothing.Nope")
+    with pytest.raises(JobImportError, match="module 'chancy.executors' has no attribute 'Nope'"):
+        import_function("chancy.executors.Nope")

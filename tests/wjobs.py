@@ -99,3 +99,22 @@ async def async_wait_gate(label: str, gate: str, timeout: float = 30) -> None:
 
 async def async_bad_meta(kind: str, *, job: QueuedJob) -> None:
     job.meta["value"] = "nul\x00inside" if kind == "nul" else object()
+
+
+async def asyncio_only(label: str) -> None:
+    """An asyncio-only coroutine: fine on an asyncio worker, impossible on a trio one."""
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    record(label)
+
+
+async def asyncio_future_only(label: str) -> None:
+    """Awaits an asyncio future directly (what asyncio libraries do deep inside)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    loop.call_soon(future.set_result, None)
+    await future
+    record(label)

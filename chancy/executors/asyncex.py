@@ -20,16 +20,33 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.to_thread
+import sniffio
 
-from chancy.executors.base import (
-    Executor,
-    JobCancelled,
-    TimeLimitExceeded,
-    call_kwargs,
-    prepare_call,
-    time_limit,
-)
+from chancy.errors import JobCancelled, TimeLimitExceeded, WrongEventLoop
+from chancy.executors.base import Executor, call_kwargs, prepare_call, time_limit
 from chancy.job import QueuedJob
+
+
+def _explain_loop_mismatch(job: QueuedJob, exc: BaseException) -> BaseException:
+    """On a trio worker, turn asyncio's "no running event loop" into an error that says why.
+
+    A coroutine job runs on the worker's own event loop. Jobs written with anyio (or plain
+    ``await`` of other such code) run on both; jobs that use asyncio directly need an
+    asyncio worker (``chancy-supervisor --backend asyncio``, the default).
+    """
+    foreign = (isinstance(exc, RuntimeError) and str(exc) == "no running event loop") or (
+        isinstance(exc, TypeError) and "unrecognized yield message" in str(exc)
+    )
+    if not foreign or sniffio.current_async_library() != "trio":
+        return exc
+    error = WrongEventLoop(
+        f"{job.func} uses asyncio, but this worker runs on trio: serve its queue from an "
+        "asyncio worker (chancy-supervisor --backend asyncio, the default), or write the job "
+        f"with anyio so that it runs on both ({type(exc).__name__}: {exc})"
+    )
+    error.__cause__ = exc
+    error.__traceback__ = exc.__traceback__
+    return error
 
 
 class AsyncExecutor(Executor):
@@ -101,7 +118,7 @@ class AsyncExecutor(Executor):
                     if inspect.isawaitable(result):
                         await result
         except (Exception, SystemExit) as exc:
-            error = exc
+            error = _explain_loop_mismatch(job, exc)
         finally:
             self._scopes.pop(job.id, None)
             self.record_duration(time.perf_counter() - started)

@@ -37,6 +37,7 @@ import anyio.abc
 
 from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.allowlist import JobNotAllowed
+from chancy.errors import RemoteJobError
 from chancy.job import Limit, QueuedJob, import_function
 from chancy.queue import Queue
 
@@ -52,23 +53,6 @@ CLAIM_TIME = 0.02
 PREFETCH_FACTOR = 4
 #: ... and never more than this many.
 MAX_PREFETCH = 1000
-
-
-class JobCancelled(Exception):
-    """The job was cancelled with `Chancy.cancel_job` while it ran (never retried)."""
-
-
-class TimeLimitExceeded(Exception):
-    """The job ran longer than its `Limit.Type.TIME` limit."""
-
-
-class RemoteJobError(Exception):
-    """A job's error that crossed a process boundary as data (type name and message)."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}" if message else type_name)
-        self.type_name = type_name
-        self.message = message
 
 
 def evolve(job: QueuedJob, **changes: Any) -> QueuedJob:

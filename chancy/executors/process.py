@@ -38,13 +38,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from chancy.executors.base import (
-    Executor,
-    JobCancelled,
-    RemoteJobError,
-    TimeLimitExceeded,
-    time_limit,
-)
+from chancy.errors import JobCancelled, RemoteJobError, TimeLimitExceeded
+from chancy.executors.base import Executor, time_limit
 from chancy.job import Limit, QueuedJob
 from chancy.supervisor import ChildPool, Outcome
 
@@ -163,6 +158,6 @@ def _exception(outcome: Outcome, cancelled: bool) -> BaseException:
         return JobCancelled(error.message if error else "job cancelled while running")
     if error is None:
         return RemoteJobError("Error", "unknown failure")
-    if error.type == "TimeLimitExceeded":
+    if error.type == TimeLimitExceeded.__name__:
         return TimeLimitExceeded(error.message)
     return RemoteJobError(error.type, error.message)

@@ -37,13 +37,8 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from chancy.executors.base import (
-    Executor,
-    JobCancelled,
-    RemoteJobError,
-    TimeLimitExceeded,
-    time_limit,
-)
+from chancy.errors import JobCancelled, RemoteJobError, TimeLimitExceeded
+from chancy.executors.base import Executor, time_limit
 from chancy.job import QueuedJob
 
 #: The first Python whose sub-interpreters this executor can use.

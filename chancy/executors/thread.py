@@ -26,8 +26,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from chancy.errors import JobCancelled
 from chancy.executors.asyncex import AsyncExecutor
-from chancy.executors.base import Call, JobCancelled, call_kwargs, prepare_call, time_limit
+from chancy.executors.base import Call, call_kwargs, prepare_call, time_limit
 from chancy.job import QueuedJob
 
 #: Jobs whose recent average run time is below this many seconds may share a thread hand-off.

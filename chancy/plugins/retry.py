@@ -14,11 +14,13 @@ A cancelled job is never retried: it ends FAILED whatever its attempts.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from chancy.errors import JobCancelled, RemoteJobError
 from chancy.job import QueuedJob
 from chancy.plugin import Plugin
 
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
     from chancy.worker import Worker
 
 _KEYS = ("base", "factor", "limit", "jitter")
-#: Names of the exception types that mean "the job was cancelled" (asyncio, trio, Chancy).
-_CANCELLED = frozenset({"CancelledError", "Cancelled", "JobCancelled", "JobCancelledError"})
 
 
 def _number(name: str, value: Any) -> float:
@@ -99,6 +99,17 @@ class Backoff:
         return min(self.limit, raw) + jitter
 
 
+def _is_cancellation(error: BaseException) -> bool:
+    """Chancy's `JobCancelled` (raised, or carried as data from a child), or the event
+    loop's own cancellation (asyncio's `CancelledError`, trio's `Cancelled`)."""
+    if isinstance(error, JobCancelled | asyncio.CancelledError):
+        return True
+    if isinstance(error, RemoteJobError):
+        return error.type_name == JobCancelled.__name__
+    kind = type(error)
+    return kind.__name__ == "Cancelled" and kind.__module__.split(".")[0] == "trio"
+
+
 def is_cancelled(job: QueuedJob, error: BaseException | None) -> bool:
     """Whether the job ended because it was cancelled (then it is never retried)."""
     if job.meta.get("cancelled"):
@@ -106,7 +117,7 @@ def is_cancelled(job: QueuedJob, error: BaseException | None) -> bool:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if getattr(error, "cancelled", False) is True or type(error).__name__ in _CANCELLED:
+        if getattr(error, "cancelled", False) is True or _is_cancellation(error):
             return True
         error = error.__cause__ or error.__context__
     return False

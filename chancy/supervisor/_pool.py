@@ -14,11 +14,18 @@ import anyio
 import anyio.abc
 import msgspec
 
+from chancy.errors import (
+    ChildStartError,
+    JobCancelled,
+    MemoryLimitExceeded,
+    PoolClosed,
+    TimeLimitExceeded,
+    WorkerProcessDied,
+)
 from chancy.wire import MAX_FRAME_SIZE, ErrorInfo, JobDone, ProtocolError, RunJob, StopJob
 
 from . import _tree
 from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
-from .errors import ChildStartError, PoolClosed
 
 MiB = 1024 * 1024
 
@@ -405,11 +412,13 @@ class ChildPool:
                 try:
                     child = slot.child = await self._spawn()
                 except (ChildStartError, OSError) as exc:
-                    return Outcome(job_id, False, _error("ChildStartError", str(exc)))
+                    return Outcome(job_id, False, _error(ChildStartError.__name__, str(exc)))
             cancelled = self._waiting.pop(job_id, None)
             if cancelled is not None:
                 retire = False
-                return Outcome(job_id, False, _error("JobCancelled", cancelled), pid=child.pid)
+                return Outcome(
+                    job_id, False, _error(JobCancelled.__name__, cancelled), pid=child.pid
+                )
             self._foresee(slot, child)
             running = _Running(job_id, child, memory_limit, time_limit)
             self._running[job_id] = running
@@ -444,7 +453,7 @@ class ChildPool:
                 return True
             return False
         if running.verdict is None:
-            running.verdict = _error("JobCancelled", reason)
+            running.verdict = _error(JobCancelled.__name__, reason)
         await self._ask_stop(running, reason, "cancelled")
         return True
 
@@ -510,7 +519,7 @@ class ChildPool:
         else:
             tail = "\n".join(child.output_tail)
             error = _error(
-                "WorkerProcessDied",
+                WorkerProcessDied.__name__,
                 f"worker process {child.pid} {exit_text} while running the job",
                 f"last output of the worker process:\n{tail}" if tail else "",
             )
@@ -538,7 +547,7 @@ class ChildPool:
                     running.detected_at = time.time()
                     used, limit = rss // MiB, running.memory_limit // MiB
                     message = f"memory limit exceeded: {used} MiB > {limit} MiB"
-                    running.verdict = _error("MemoryLimitExceeded", message)
+                    running.verdict = _error(MemoryLimitExceeded.__name__, message)
                     running.retire = True
                     await child.kill()
                     running.gone_at = time.time()
@@ -549,7 +558,7 @@ class ChildPool:
                 deadline = running.started + running.time_limit
                 if now >= deadline:
                     message = f"time limit exceeded after {_seconds(running.time_limit)} s"
-                    running.verdict = _error("TimeLimitExceeded", message)
+                    running.verdict = _error(TimeLimitExceeded.__name__, message)
                     await self._ask_stop(running, message, "time_limit")
                 else:
                     wake = min(wake, deadline)

@@ -26,8 +26,8 @@ from chancy.wire import (
     ProtocolError,
     Ready,
     Shutdown,
-    SocketStream,
 )
+from chancy.wire._socket import SocketStream
 
 from . import _tree
 from ._env import child_environment

@@ -20,7 +20,6 @@ from ._messages import (
     Shutdown,
     StopJob,
 )
-from ._socket import SocketStream
 
 __all__ = [
     "MAX_FRAME_SIZE",
@@ -36,7 +35,6 @@ __all__ = [
     "Ready",
     "RunJob",
     "Shutdown",
-    "SocketStream",
     "StopJob",
     "decode",
     "encode",

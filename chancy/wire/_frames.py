@@ -15,6 +15,8 @@ import threading
 
 import msgspec
 
+from chancy.errors import ProtocolError
+
 from ._messages import Message
 
 #: Default upper bound of one frame's payload (the packed job travels inside).
@@ -24,10 +26,6 @@ _HEADER = struct.Struct(">I")
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
-
-
-class ProtocolError(Exception):
-    """The peer sent something that is not a valid frame: truncated, oversized or garbage."""
 
 
 def encode(message: Message, *, max_size: int = MAX_FRAME_SIZE) -> bytes:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chancy.errors import JobCancelled, RemoteJobError
 from chancy.job import QueuedJob
 from chancy.plugins.retry import Backoff, Retry
 
@@ -77,9 +78,6 @@ async def test_cancelled_jobs_are_never_retried() -> None:
     out = await plugin.on_job_completed(job, None, error=asyncio.CancelledError())
     assert out.state == QueuedJob.State.FAILED and out.completed_at is not None
 
-    class JobCancelled(Exception):
-        pass
-
     try:
         try:
             raise JobCancelled("cancelled by request")
@@ -91,3 +89,15 @@ async def test_cancelled_jobs_are_never_retried() -> None:
     flagged = dataclasses.replace(job, meta={"cancelled": True})
     out = await plugin.on_job_completed(flagged, None, error=None)
     assert out.state == QueuedJob.State.FAILED
+    # A cancel that crossed from a child process as data is a cancel too...
+    remote = RemoteJobError("JobCancelled", "job cancelled while running")
+    out = await plugin.on_job_completed(job, None, error=remote)
+    assert out.state == QueuedJob.State.FAILED
+
+    # ...but a job's own exception that merely shares the name is an ordinary failure.
+    class UserJobCancelled(Exception):
+        pass
+
+    UserJobCancelled.__name__ = "JobCancelled"
+    out = await plugin.on_job_completed(job, None, error=UserJobCancelled("mine"))
+    assert out.state == QueuedJob.State.RETRYING

@@ -25,11 +25,11 @@ from chancy.wire import (
     Ready,
     RunJob,
     Shutdown,
-    SocketStream,
     StopJob,
     decode,
     encode,
 )
+from chancy.wire._socket import SocketStream
 
 MESSAGES = [
     Hello(version=PROTOCOL_VERSION, sys_path=["/x", ""], supervisor_pid=1, initializer="a:b"),

@@ -241,3 +241,23 @@ async def test_no_notices_without_notifications(dsn, prefix, start_worker) -> No
             assert job.state == QueuedJob.State.SUCCEEDED
             assert worker.listener is None
             assert await conn.notifies(timeout=0.3) == []
+
+
+@pytest.mark.parametrize("func", ["asyncio_only", "asyncio_future_only"])
+async def test_asyncio_only_job_on_a_trio_worker_says_why(
+    chancy, start_worker, anyio_backend, func
+) -> None:
+    """On asyncio it runs; on trio it fails with an error naming the mismatch and the fix."""
+    await chancy.declare(Queue("q", executor=Chancy.Executor.Async))
+    await start_worker()
+    ref = await chancy.push(Job(func=f"wjobs.{func}", queue="q", kwargs={"label": "a"}))
+    job = await chancy.wait_for_job(ref, timeout=10)
+    if anyio_backend == "asyncio":
+        assert job.state == QueuedJob.State.SUCCEEDED and wjobs.RUNS["a"] == [None]
+        return
+    assert job.state == QueuedJob.State.FAILED
+    (error,) = job.errors
+    last = error["traceback"].splitlines()[-1]
+    assert last.startswith(f"chancy.errors.WrongEventLoop: wjobs.{func} uses asyncio, but this")
+    assert "--backend asyncio" in last and "anyio" in last
+    assert "RuntimeError: no running event loop" in error["traceback"]  # the cause, kept
