@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 
@@ -35,7 +36,21 @@ def load_app(spec: str | None) -> Chancy:
                 f"--app {spec!r}: {module_name!r} has no attribute {attr!r}"
             ) from None
     if not isinstance(target, Chancy) and callable(target):
-        target = target()
+        try:
+            inspect.signature(target).bind()
+        except TypeError:
+            raise AppRefError(
+                f"--app {spec!r}: {attr!r} is a callable that needs arguments; name the Chancy "
+                "instance (e.g. myproject.worker:chancy) or a factory that takes none"
+            ) from None
+        except ValueError:  # no signature to inspect (a builtin): just try it
+            pass
+        made = target()
+        if not isinstance(made, Chancy):
+            raise AppRefError(
+                f"--app {spec!r}: {attr!r}() returned {type(made).__name__}, not a Chancy app"
+            )
+        target = made
     if not isinstance(target, Chancy):
         raise AppRefError(
             f"--app {spec!r}: {attr!r} is not a Chancy app (got {type(target).__name__})"

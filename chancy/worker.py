@@ -58,7 +58,14 @@ from chancy._sql import (
 from chancy.actors.batcher import Batcher, Outbox
 from chancy.actors.heartbeat import Heartbeat
 from chancy.actors.listener import Listener
-from chancy.actors.messages import JOB_CANCELLED, Flag, HubEvent
+from chancy.actors.messages import (
+    JOB_CANCELLED,
+    WORKER_SHUTDOWN_TIMEOUT,
+    WORKER_STARTED,
+    WORKER_STOPPED,
+    Flag,
+    HubEvent,
+)
 from chancy.actors.queue_watcher import QueueWatcher
 from chancy.allowlist import AllowList
 from chancy.errors import MigrationsNeededError
@@ -246,6 +253,7 @@ class Worker:
         self._running = False
         self._clean = True
         self._own_tg: Any = None
+        self._entered_in: Any = None  # the trio task that entered `async with`
         self._background: Any = None
         self._cancel_send: Any = None
 
@@ -267,6 +275,9 @@ class Worker:
             await self.start()
             return self
         await self._check_schema()
+        import trio
+
+        self._entered_in = trio.lowlevel.current_task()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
@@ -295,6 +306,18 @@ class Worker:
             if task is not None:
                 await asyncio.wait([task])
             return
+        import trio
+
+        here, entered = trio.lowlevel.current_task(), self._entered_in
+        if here is not entered:
+            self._own_tg = tg  # still the entering task's to leave
+            raise RuntimeError(
+                f"this Worker was entered in trio task {entered.name!r} and is being left in "
+                f"{here.name!r}: on trio `async with Worker(...)` must begin and end in the same "
+                "task (its actors run in a nursery of that task). Leave it where you entered "
+                "it, or run it with `await nursery.start(worker.run)` and `await worker.stop()`"
+                ", which may be called from any task"
+            )
         try:
             await self.stop()
         finally:
@@ -400,6 +423,7 @@ class Worker:
                     ", ".join(self.watcher.queue_names) or "none yet",
                 )
                 task_status.started()
+                self.hub.emit(WORKER_STARTED, worker=self)
                 await self._stop_requested.wait()
                 self.log.info("worker %s stopping", self.worker_id)
                 self._clean = await self.watcher.stop_all(self.shutdown_timeout)
@@ -413,6 +437,7 @@ class Worker:
             self._running = False
             self._started.clear()
             self._stopped.set()
+            self.hub.emit(WORKER_STOPPED if self._clean else WORKER_SHUTDOWN_TIMEOUT, worker=self)
 
     async def _final_cleanup(self) -> None:
         """Release what the queue runners still hold, flush updates, put back any job still

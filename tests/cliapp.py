@@ -10,3 +10,12 @@ def make() -> Chancy:
 
 
 not_an_app = 42
+
+
+def send_report(user_id: int) -> None:
+    """A job function, not an app factory: --app naming it must not call it."""
+    raise AssertionError("called")
+
+
+def makes_nothing() -> None:
+    return None

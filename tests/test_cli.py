@@ -40,6 +40,9 @@ def test_bad_app_is_a_one_line_error(cli) -> None:
         ("no_such_mod:app", "cannot import"),
         ("cliapp:missing", "has no attribute"),
         ("cliapp:not_an_app", "is not a Chancy app"),
+        ("cliapp:send_report", "'send_report' is a callable that needs arguments"),
+        ("cliapp:makes_nothing", "'makes_nothing'() returned NoneType, not a Chancy app"),
+        ("cliapp.not_an_app", "is not a Chancy app"),  # module.attribute works too
     ]:
         result = cli("misc", "migrate", app=app)
         assert result.returncode == 2, result

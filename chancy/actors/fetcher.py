@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.actors.messages import QUEUE_WAKE, HubEvent
+from chancy.actors.messages import QUEUE_FULL, QUEUE_WAKE, HubEvent
 from chancy.executors.base import Executor
 from chancy.queue import Queue
 
@@ -55,6 +55,7 @@ class Fetcher:
         interval = float(queue.polling_interval)
         next_poll = 0.0
         delay = 0.1
+        full = False  # announce QUEUE_FULL once each time the executor fills up
         task_status.started()
         try:
             while True:
@@ -84,6 +85,9 @@ class Fetcher:
                     if got < slots and queue.rate_limit is not None:
                         next_poll = min(next_poll, anyio.current_time() + self._next_window())
                     continue
+                if slots == 0 and not full:
+                    worker.hub.emit(QUEUE_FULL, queue=queue, executor=executor, worker=worker)
+                full = slots == 0
                 timeout = math.inf if slots == 0 else max(0.0, next_poll - anyio.current_time())
                 await executor.wakeup.wait(timeout)
         finally:

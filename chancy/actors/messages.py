@@ -87,3 +87,11 @@ LISTENER_CONNECTED = "listener.connected"  # body: reconnect (bool)
 JOB_STARTED = "job.started"  # body: job (local telemetry)
 JOB_FINISHED = "job.finished"  # body: job (its new state; local telemetry)
 BATCH_WRITTEN = "batch.written"  # body: count, updated
+# Upstream Chancy's names, for `Hub.wait_for` and plugins; body: worker (and queue, executor).
+WORKER_STARTED = "worker.started"  # body: worker
+WORKER_STOPPED = "worker.stopped"  # body: worker (running jobs all finished)
+WORKER_SHUTDOWN_TIMEOUT = "worker.shutdown_timeout"  # body: worker (some were put back)
+QUEUE_STARTED = "worker.queue.started"  # body: queue, executor, worker
+QUEUE_UPDATED = "worker.queue.updated"  # body: queue (the new settings), previous, worker
+QUEUE_REMOVED = "worker.queue.removed"  # body: queue, executor, worker
+QUEUE_FULL = "worker.queue.full"  # body: queue, executor, worker (no free slot for more)

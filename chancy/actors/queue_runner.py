@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 
 from chancy.actors.fetcher import Fetcher
-from chancy.actors.messages import Flag
+from chancy.actors.messages import QUEUE_REMOVED, QUEUE_STARTED, Flag
 from chancy.executors.base import Executor, load_executor
 from chancy.queue import Queue
 
@@ -101,7 +101,7 @@ class QueueRunner:
                 tg.cancel_scope.cancel()
                 return
             worker._executors[queue.name] = executor
-            worker.hub.emit("worker.queue.started", queue=queue, executor=executor, worker=worker)
+            worker.hub.emit(QUEUE_STARTED, queue=queue, executor=executor, worker=worker)
             try:
                 self.fetcher = Fetcher(worker, queue, executor)
                 fetch_scope = anyio.CancelScope()
@@ -134,6 +134,4 @@ class QueueRunner:
             finally:
                 if worker._executors.get(queue.name) is executor:
                     del worker._executors[queue.name]
-                worker.hub.emit(
-                    "worker.queue.removed", queue=queue, executor=executor, worker=worker
-                )
+                worker.hub.emit(QUEUE_REMOVED, queue=queue, executor=executor, worker=worker)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.actors.messages import QUEUE_CHANGED, Wakeup
+from chancy.actors.messages import QUEUE_CHANGED, QUEUE_UPDATED, Wakeup
 from chancy.actors.queue_runner import QueueRunner
 from chancy.queue import Queue
 
@@ -103,8 +103,11 @@ class QueueWatcher:
             q.name: q for q in queues if q.state == Queue.State.ACTIVE and queue_matches(q, tags)
         }
         for name, runner in list(self.runners.items()):
-            if runner.queue != wanted.get(name):
+            new = wanted.get(name)
+            if runner.queue != new:
                 runner.request_stop(worker.shutdown_timeout)
+                if new is not None:  # still served, with other settings
+                    worker.hub.emit(QUEUE_UPDATED, queue=new, previous=runner.queue, worker=worker)
         for name in set(self._broken) - set(wanted):
             del self._broken[name]
         before = set(self.runners)

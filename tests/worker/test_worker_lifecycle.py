@@ -279,3 +279,28 @@ async def test_worker_entered_and_left_in_different_tasks(chancy, anyio_backend)
             assert job is not None and job.state == QueuedJob.State.SUCCEEDED
             leave.set()
     assert await chancy.get_all_workers() == [], "left cleanly from the other task"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_leaving_from_another_task_says_what_to_do(chancy, anyio_backend) -> None:
+    """Trio keeps structured use: the error names both tasks and the way that works."""
+    worker = Worker(chancy, **FAST)
+    entered, tried = anyio.Event(), anyio.Event()
+
+    async def owner() -> None:
+        async with worker:
+            entered.set()
+            await tried.wait()  # ...and leaves where it entered: that works
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(owner, name="owner-task")
+            await entered.wait()
+            with pytest.raises(RuntimeError) as caught:
+                await worker.__aexit__(None, None, None)
+            tried.set()
+    message = str(caught.value)
+    assert "entered in trio task 'owner-task'" in message
+    assert "must begin and end in the same task" in message
+    assert "nursery.start(worker.run)" in message
+    assert await chancy.get_all_workers() == []
