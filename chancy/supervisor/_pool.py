@@ -22,12 +22,23 @@ from chancy.errors import (
     TimeLimitExceeded,
     WorkerProcessDied,
 )
-from chancy.wire import MAX_FRAME_SIZE, ErrorInfo, JobDone, ProtocolError, RunJob, StopJob
+from chancy.wire import (
+    FRAME_TIMEOUT,
+    MAX_FRAME_SIZE,
+    ErrorInfo,
+    JobDone,
+    ProtocolError,
+    RunJob,
+    Started,
+    StopJob,
+)
 
 from . import _tree
 from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
 
 MiB = 1024 * 1024
+#: How many children a job is handed to before it is given up as unstartable.
+START_TRIES = 3
 
 #: Errors that mean "the channel to this child is gone".
 _CHANNEL_GONE = (
@@ -80,6 +91,13 @@ def _seconds(value: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
+@dataclass(frozen=True)
+class _NotStarted:
+    """`_run_on`'s answer when the child never acknowledged the job (see `Started`)."""
+
+    reason: str
+
+
 class _JobId(msgspec.Struct):
     id: str
 
@@ -100,6 +118,8 @@ class _Slot:
         self.child: ChildProcess | None = None
         self.first_job_at = 0.0  # when its child started its first job
         self.successor: _Successor | None = None
+        self.idle = False  # offered (in the free stream), no job on it
+        self.respawning: anyio.Event | None = None  # set once an idle child's stand-in is up
 
 
 class _Running:
@@ -163,6 +183,9 @@ class ChildPool:
         sys_path: list[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         max_frame_size: int = MAX_FRAME_SIZE,
+        frame_timeout: float = FRAME_TIMEOUT,
+        start_timeout: float = 10.0,
+        idle_check_interval: float = 0.5,
         logger: logging.Logger | None = None,
     ) -> None:
         if size < 1:
@@ -181,6 +204,9 @@ class ChildPool:
         self.sys_path = sys_path
         self.extra_env = extra_env
         self.max_frame_size = max_frame_size
+        self.frame_timeout = frame_timeout
+        self.start_timeout = start_timeout
+        self.idle_check_interval = idle_check_interval
         self.logger = logger or logging.getLogger("chancy.supervisor")
         self._slots = [_Slot(i) for i in range(size)]
         self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
@@ -204,6 +230,7 @@ class ChildPool:
                 self._closing = False
                 for slot in self._slots:
                     tg.start_soon(self._warm, slot)
+                tg.start_soon(self._watch_idle)
                 try:
                     yield self
                 finally:
@@ -269,6 +296,7 @@ class ChildPool:
             extra_env=self.extra_env,
             handshake_timeout=self.handshake_timeout,
             max_frame_size=self.max_frame_size,
+            frame_timeout=self.frame_timeout,
             logger=self.logger,
         )
         self._watchdog.add(child.pid)
@@ -288,7 +316,47 @@ class ChildPool:
                 child, slot.child = slot.child, None
                 with anyio.CancelScope(shield=True):
                     await child.kill()
-            self._free_send.send_nowait(slot)
+            self._offer(slot)
+
+    def _offer(self, slot: _Slot) -> None:
+        slot.idle = True
+        self._free_send.send_nowait(slot)
+
+    async def _watch_idle(self) -> None:
+        """Notice an idle child that died (or sends when it should not) and replace it.
+
+        Within ``idle_check_interval`` of its death the child is reaped (no zombie), its
+        tree swept, and a fresh child takes its slot, before any job is handed to it.
+        """
+        while True:
+            await anyio.sleep(self.idle_check_interval)
+            for slot in self._slots:
+                child = slot.child
+                if child is None or not slot.idle or slot.respawning is not None:
+                    continue
+                code = child.returncode
+                if code is not None:
+                    why = describe_returncode(code)
+                elif child.has_input():
+                    why = "sent data while idle"
+                else:
+                    continue
+                self.logger.warning("idle worker process %d %s; replacing it", child.pid, why)
+                slot.child = None
+                done = slot.respawning = anyio.Event()
+                assert self._tg is not None
+                self._tg.start_soon(self._respawn, slot, child, done)
+
+    async def _respawn(self, slot: _Slot, dead: ChildProcess, done: anyio.Event) -> None:
+        try:
+            await dead.kill()
+            if not self._closing:
+                slot.child = await self._spawn()
+        except (ChildStartError, OSError) as exc:
+            self.logger.error("could not start a child worker: %s", exc)
+        finally:
+            slot.respawning = None
+            done.set()
 
     def _retire(self, slot: _Slot) -> None:
         """Stop *slot*'s child in the background; its successor (or a new child) takes over."""
@@ -300,7 +368,7 @@ class ChildPool:
                     self._tg.start_soon(child.kill)
                 if successor is not None and successor.child is not None:
                     self._tg.start_soon(successor.child.kill)
-            self._free_send.send_nowait(slot)
+            self._offer(slot)
             return
         if child is not None:
             self._tg.start_soon(self._stop, child)
@@ -363,7 +431,7 @@ class ChildPool:
             return
         successor.taken.set()
         slot.child = child
-        self._free_send.send_nowait(slot)
+        self._offer(slot)
 
     @property
     def pids(self) -> list[int]:
@@ -402,30 +470,56 @@ class ChildPool:
         except BaseException:
             self._waiting.pop(job_id, None)
             raise
+        slot.idle = False
         retire = True
         try:
-            child = slot.child
-            if child is None or child.returncode is not None:
-                if child is not None:
-                    self._tg.start_soon(child.kill)
-                    slot.child = None
+            if slot.respawning is not None:  # its idle child died: a stand-in is coming
+                await slot.respawning.wait()
+            for _ in range(START_TRIES):
+                child = slot.child
+                if child is None or child.returncode is not None:
+                    if child is not None:
+                        self._tg.start_soon(child.kill)
+                        slot.child = None
+                    try:
+                        child = slot.child = await self._spawn()
+                    except (ChildStartError, OSError) as exc:
+                        return Outcome(job_id, False, _error(ChildStartError.__name__, str(exc)))
+                cancelled = self._waiting.pop(job_id, None)
+                if cancelled is not None:
+                    retire = False
+                    return Outcome(
+                        job_id, False, _error(JobCancelled.__name__, cancelled), pid=child.pid
+                    )
+                self._foresee(slot, child)
+                running = _Running(job_id, child, memory_limit, time_limit)
+                self._running[job_id] = running
                 try:
-                    child = slot.child = await self._spawn()
-                except (ChildStartError, OSError) as exc:
-                    return Outcome(job_id, False, _error(ChildStartError.__name__, str(exc)))
-            cancelled = self._waiting.pop(job_id, None)
-            if cancelled is not None:
-                retire = False
-                return Outcome(
-                    job_id, False, _error(JobCancelled.__name__, cancelled), pid=child.pid
+                    outcome = await self._run_on(running, job)
+                finally:
+                    self._running.pop(job_id, None)
+                if not isinstance(outcome, _NotStarted):
+                    break
+                # The child never took the job (dead, or stuck on an earlier job's code): none
+                # of the job ran, so it goes to a fresh child without costing an attempt.
+                self.logger.warning(
+                    "job %s did not start on worker process %d (%s); handing it to a fresh one",
+                    job_id,
+                    child.pid,
+                    outcome.reason,
                 )
-            self._foresee(slot, child)
-            running = _Running(job_id, child, memory_limit, time_limit)
-            self._running[job_id] = running
-            try:
-                outcome = await self._run_on(running, job)
-            finally:
-                self._running.pop(job_id, None)
+                slot.child = None
+                self._waiting[job_id] = None
+            else:
+                return Outcome(
+                    job_id,
+                    False,
+                    _error(
+                        ChildStartError.__name__,
+                        f"the job did not start on {START_TRIES} worker processes in a row; "
+                        f"the last one {outcome.reason}",
+                    ),
+                )
             child.jobs_run += 1
             retire = (
                 running.retire
@@ -438,7 +532,7 @@ class ChildPool:
             if retire:
                 self._retire(slot)
             else:
-                self._free_send.send_nowait(slot)
+                self._offer(slot)
 
     async def cancel(self, job_id: str, reason: str = "job cancelled") -> bool:
         """Ask the running job to stop (``JobCancelled`` inside it); kill after the grace.
@@ -467,40 +561,55 @@ class ChildPool:
         with contextlib.suppress(*_CHANNEL_GONE):
             await running.child.send(StopJob(job_id=running.job_id, reason=reason, kind=kind))
 
-    async def _exchange(self, running: _Running, job: bytes) -> tuple[JobDone | None, str | None]:
-        """Send the job, wait for its answer: (the answer, or why there is none usable)."""
+    async def _exchange(
+        self, running: _Running, job: bytes
+    ) -> tuple[JobDone | None, str | None, bool]:
+        """Send the job, wait for its answer: (the answer, or why there is none usable, and
+        whether the child acknowledged the job with `Started`)."""
         child = running.child
+        started = False
         try:
             message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
             child.current_job = running.job_id
             await child.send(message)
+            with anyio.move_on_after(self.start_timeout):
+                ack = await child.receive()
+                started = isinstance(ack, Started) and ack.job_id == running.job_id
+                if not started:
+                    return None, f"answered {_describe(ack)} instead of starting it", False
+            if not started:
+                return None, f"did not start it within {_seconds(self.start_timeout)} s", False
             reply = await child.receive()
         except ProtocolError as exc:
-            return None, str(exc)
+            return None, str(exc), started
         except _CHANNEL_GONE:
-            return None, None
+            return None, None if started else "was gone", started
         finally:
             running.done = True
         if isinstance(reply, JobDone) and reply.job_id == running.job_id:
-            return reply, None
-        return None, f"unexpected message during a job: {reply!r}"[:500]
+            return reply, None, True
+        return None, f"unexpected message during a job: {_describe(reply)}", True
 
-    async def _run_on(self, running: _Running, job: bytes) -> Outcome:
+    async def _run_on(self, running: _Running, job: bytes) -> Outcome | _NotStarted:
         child = running.child
         started = time.monotonic()
         try:
             if running.monitored:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._monitor, running)
-                    answer, protocol_error = await self._exchange(running, job)
+                    answer, protocol_error, took = await self._exchange(running, job)
                     tg.cancel_scope.cancel()
             else:
-                answer, protocol_error = await self._exchange(running, job)
+                answer, protocol_error, took = await self._exchange(running, job)
         except BaseException:
             running.retire = True
             await child.kill()
             raise
         duration = time.monotonic() - started
+        cancelled = running.verdict is not None and running.verdict.type == JobCancelled.__name__
+        if not took and not cancelled:  # a limit it hit was the stuck child's, not this job's
+            await child.kill()
+            return _NotStarted(protocol_error or "did not start it")
         if answer is not None:
             meta = _decode_meta(answer.meta)
             if running.verdict is not None:  # stopped or over its limit, whatever it says
@@ -576,6 +685,11 @@ class ChildPool:
             # cancel() may set kill_at at any time: never sleep longer than one interval.
             wake = min(wake, now + self.monitor_interval)
             await anyio.sleep(max(0.0, wake - anyio.current_time()))
+
+
+def _describe(message: object) -> str:
+    text = repr(message)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _decode_meta(raw: bytes) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import psutil
 from anyio.lowlevel import RunVar
 
 from chancy.wire import (
+    FRAME_TIMEOUT,
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     Fatal,
@@ -109,6 +111,7 @@ class ChildProcess:
         extra_env: Mapping[str, str] | None = None,
         handshake_timeout: float = 60.0,
         max_frame_size: int = MAX_FRAME_SIZE,
+        frame_timeout: float = FRAME_TIMEOUT,
         logger: logging.Logger | None = None,
     ) -> ChildProcess:
         """Start a child, pump its output into *task_group*, and complete the handshake."""
@@ -145,7 +148,9 @@ class ChildProcess:
             child_channel.close()
             child_output.close()
         process = psutil.Process(popen.pid)
-        frames = FrameStream(SocketStream(channel), max_size=max_frame_size)
+        frames = FrameStream(
+            SocketStream(channel), max_size=max_frame_size, frame_timeout=frame_timeout
+        )
         output_stream = SocketStream(output)
         child = cls(popen, process, frames, output_stream, logger)
         task_group.start_soon(child._pump_output)
@@ -231,6 +236,20 @@ class ChildProcess:
 
     async def receive(self) -> Message:
         return await self.frames.receive()
+
+    def has_input(self) -> bool:
+        """Whether the child has sent something not read yet (or closed its channel).
+
+        An idle child must send nothing: input while idle means a broken or dead child.
+        """
+        if self.frames.buffered:
+            return True
+        stream = self.frames.stream
+        try:
+            readable, _, _ = select.select([stream], [], [], 0)  # type: ignore[list-item]
+        except (OSError, ValueError):  # closed
+            return True
+        return bool(readable)
 
     async def wait(self, timeout: float) -> int | None:
         """Reap the child; its return code, or ``None`` if it is still alive after *timeout*."""

@@ -54,6 +54,7 @@ from chancy.wire import (
     Ready,
     RunJob,
     Shutdown,
+    Started,
     StopJob,
 )
 
@@ -338,6 +339,7 @@ def serve(fd: int, parent_pid: int) -> int:
         message = inbox.get()
         if isinstance(message, Shutdown):
             return 0
+        frames.send(Started(job_id=message.job_id))  # before any of the job's code runs
         done = run_job(message)
         try:
             frames.send(done)

@@ -1,6 +1,7 @@
 """The supervisor <-> child wire protocol: typed messages in length-prefixed frames."""
 
 from ._frames import (
+    FRAME_TIMEOUT,
     MAX_FRAME_SIZE,
     BlockingFrames,
     FrameStream,
@@ -18,10 +19,12 @@ from ._messages import (
     Ready,
     RunJob,
     Shutdown,
+    Started,
     StopJob,
 )
 
 __all__ = [
+    "FRAME_TIMEOUT",
     "MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "BlockingFrames",
@@ -35,6 +38,7 @@ __all__ = [
     "Ready",
     "RunJob",
     "Shutdown",
+    "Started",
     "StopJob",
     "decode",
     "encode",

@@ -21,6 +21,8 @@ from ._messages import Message
 
 #: Default upper bound of one frame's payload (the packed job travels inside).
 MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: Seconds a frame whose first byte has arrived gets to arrive whole (async frames).
+FRAME_TIMEOUT = 10.0
 
 _HEADER = struct.Struct(">I")
 
@@ -52,19 +54,36 @@ def _check_length(header: bytes, max_size: int) -> int:
 
 
 class FrameStream:
-    """Async frames over an anyio byte stream (one send lock, one receive buffer)."""
+    """Async frames over an anyio byte stream (one send lock, one receive buffer).
 
-    def __init__(self, stream: object, *, max_size: int = MAX_FRAME_SIZE) -> None:
+    Waiting for a frame to *begin* has no deadline; once its first byte is in, the rest must
+    follow within ``frame_timeout`` seconds, else :class:`ProtocolError` (a peer that sends
+    half a frame and stalls cannot hold the reader forever).
+    """
+
+    def __init__(
+        self,
+        stream: object,
+        *,
+        max_size: int = MAX_FRAME_SIZE,
+        frame_timeout: float = FRAME_TIMEOUT,
+    ) -> None:
         import anyio
 
         self._stream = stream
         self._max_size = max_size
+        self._frame_timeout = frame_timeout
         self._buffer = bytearray()
         self._send_lock = anyio.Lock()
 
     @property
     def stream(self) -> object:
         return self._stream
+
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes beyond the last received frame are already buffered."""
+        return bool(self._buffer)
 
     async def send(self, message: Message) -> None:
         frame = encode(message, max_size=self._max_size)
@@ -86,16 +105,44 @@ class FrameStream:
         """Receive one message; ``anyio.EndOfStream`` if the peer closed between frames."""
         import anyio
 
-        if not await self._fill(_HEADER.size):
-            if self._buffer:
-                raise ProtocolError("truncated frame header")
+        if not self._buffer and not await self._fill(1):
             raise anyio.EndOfStream
-        length = _check_length(bytes(self._buffer[: _HEADER.size]), self._max_size)
-        if not await self._fill(_HEADER.size + length):
-            raise ProtocolError(f"truncated frame: expected {length} payload bytes")
+        length = self._complete()
+        if length is None:  # the frame has begun but is not all here: it gets a deadline
+            try:
+                with anyio.fail_after(self._frame_timeout):
+                    length = await self._rest()
+            except TimeoutError:
+                have = len(self._buffer)
+                what = (
+                    f"{have} of {_HEADER.size} header bytes"
+                    if have < _HEADER.size
+                    else f"{have - _HEADER.size} of {self._length()} payload bytes"
+                )
+                raise ProtocolError(
+                    f"incomplete frame: {what} after {self._frame_timeout:g} s"
+                ) from None
         payload = bytes(self._buffer[_HEADER.size : _HEADER.size + length])
         del self._buffer[: _HEADER.size + length]
         return decode(payload)
+
+    def _length(self) -> int:
+        return _check_length(bytes(self._buffer[: _HEADER.size]), self._max_size)
+
+    def _complete(self) -> int | None:
+        """The payload length if a whole frame is buffered, else None."""
+        if len(self._buffer) < _HEADER.size:
+            return None
+        length = self._length()
+        return length if len(self._buffer) >= _HEADER.size + length else None
+
+    async def _rest(self) -> int:
+        if not await self._fill(_HEADER.size):
+            raise ProtocolError("truncated frame header")
+        length = self._length()
+        if not await self._fill(_HEADER.size + length):
+            raise ProtocolError(f"truncated frame: expected {length} payload bytes")
+        return length
 
     async def aclose(self) -> None:
         await self._stream.aclose()  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 #: Bumped whenever a message changes incompatibly; checked in the handshake.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
@@ -60,6 +60,17 @@ class RunJob(_Base, tag="run_job"):
     time_limit: float | None = None
 
 
+class Started(_Base, tag="started"):
+    """Child -> supervisor: the child's main loop took the job and is about to run it.
+
+    Sent before any of the job's code runs, so a job whose child died (or was stuck) before
+    this arrived never started: the supervisor sends it to a fresh child without charging
+    it an attempt.
+    """
+
+    job_id: str
+
+
 class JobDone(_Base, tag="job_done"):
     """Child -> supervisor: the job ended; ``meta`` is the job's meta after the run (JSON)."""
 
@@ -81,4 +92,4 @@ class Shutdown(_Base, tag="shutdown"):
     """Supervisor -> child: finish up and exit (sent only while the child is idle)."""
 
 
-Message = Hello | Ready | Fatal | RunJob | JobDone | StopJob | Shutdown
+Message = Hello | Ready | Fatal | RunJob | Started | JobDone | StopJob | Shutdown

@@ -226,3 +226,19 @@ def write_env(path: str, names: list[str]) -> None:
     import json
 
     Path(path).write_text(json.dumps({n: os.environ.get(n) for n in names}))
+
+
+def write_truncated_frame() -> None:
+    """A frame header promising 1000 bytes, then 10 of them, then silence."""
+    fd = int(sys.argv[sys.argv.index("--fd") + 1])
+    os.write(fd, (1000).to_bytes(4, "big") + b"0123456789")
+    time.sleep(30)
+
+
+def fake_done(*, job: QueuedJob) -> None:
+    """Write a well-formed "done" frame for its own job, then run on (and never answer)."""
+    from chancy.wire import JobDone, encode
+
+    fd = int(sys.argv[sys.argv.index("--fd") + 1])
+    os.write(fd, encode(JobDone(job_id=job.id, ok=True, meta=b"{}")))
+    time.sleep(30)

@@ -9,7 +9,7 @@ import pytest
 from supervisor_helpers import gone, packed
 
 from chancy.supervisor import ChildPool, ChildProcess
-from chancy.wire import RunJob
+from chancy.wire import RunJob, Started
 
 pytestmark = pytest.mark.anyio
 
@@ -18,6 +18,8 @@ async def start_busy(tg: anyio.abc.TaskGroup, func: str, **kwargs: object) -> Ch
     child = await ChildProcess.spawn(tg, handshake_timeout=20)
     job_id, job = packed(func, **kwargs)
     await child.send(RunJob(job_id=job_id, job=job))
+    with anyio.fail_after(10):
+        assert await child.receive() == Started(job_id=job_id)  # before any job code runs
     await anyio.sleep(0.3)  # let the job install its handlers
     return child
 
@@ -66,6 +68,7 @@ async def test_a_stop_interrupts_the_job_import() -> None:
         await child.send(RunJob(job_id=job_id, job=job))
         await child.send(StopJob(job_id=job_id, reason="stop now", kind="cancelled"))
         with anyio.fail_after(2):  # well before the 3 s import would end
+            assert await child.receive() == Started(job_id=job_id)
             done = await child.receive()
         assert isinstance(done, JobDone) and not done.ok and done.error is not None
         assert (done.error.type, done.error.message) == ("JobCancelled", "stop now")

@@ -529,3 +529,68 @@ async def test_no_replacement_outlives_the_pool(tmp_path: Path) -> None:
     assert first.pid in seen
     for pid in seen:
         await wait_gone(pid)
+
+
+# -- dead, stuck and lying children -----------------------------------------------------
+
+
+async def test_an_idle_child_killed_from_outside_is_reaped_and_replaced() -> None:
+    async with pool(idle_check_interval=0.1) as p:
+        with anyio.fail_after(20):
+            while not p.pids:
+                await anyio.sleep(0.01)
+        (victim,) = p.pids
+        os.kill(victim, signal.SIGKILL)
+        with anyio.fail_after(5):  # noticed while idle: no job had to come first
+            while p.pids in ([], [victim]):
+                await anyio.sleep(0.01)
+        (fresh,) = p.pids
+        with pytest.raises(psutil.NoSuchProcess):  # reaped: not even a zombie
+            psutil.Process(victim).status()
+        outcome = await run(p, "returns")
+    assert outcome.ok and outcome.pid == fresh
+
+
+async def test_a_job_handed_to_a_stuck_child_goes_to_a_fresh_one_uncharged() -> None:
+    """A child that cannot take the job (here: stopped) never acknowledges it; the job is
+    given to a fresh child and succeeds there, as if nothing had happened."""
+    async with pool(idle_check_interval=60, start_timeout=0.5) as p:
+        with anyio.fail_after(20):
+            while not p.pids:
+                await anyio.sleep(0.01)
+        (stuck,) = p.pids
+        os.kill(stuck, signal.SIGSTOP)
+        outcome = await run(p, "returns", value=5)
+        await wait_gone(stuck)
+    assert outcome.ok and outcome.error is None and outcome.pid != stuck
+
+
+async def test_a_job_handed_to_a_dead_child_goes_to_a_fresh_one_uncharged() -> None:
+    async with pool(idle_check_interval=60) as p:
+        with anyio.fail_after(20):
+            while not p.pids:
+                await anyio.sleep(0.01)
+        (dead,) = p.pids
+        os.kill(dead, signal.SIGKILL)  # and the job follows at once, before anyone notices
+        outcome = await run(p, "returns", value=5)
+    assert outcome.ok and outcome.pid != dead
+
+
+async def test_a_fake_done_frame_never_charges_the_next_job() -> None:
+    """A job writes its own "done" frame and runs on: the child is stuck on it, so the next
+    job does not start there; it runs on a fresh child and succeeds."""
+    async with pool(start_timeout=1) as p:
+        liar = await run(p, "fake_done")
+        honest = await run(p, "returns", value=1)
+        await wait_gone(liar.pid)  # type: ignore[arg-type]
+    assert honest.ok and honest.error is None and honest.pid != liar.pid
+
+
+async def test_a_truncated_frame_fails_its_job_and_only_its_job() -> None:
+    async with pool(frame_timeout=0.5) as p:
+        bad = await run(p, "write_truncated_frame")
+        after = await run(p, "returns")
+    assert bad.error is not None and bad.error.type == "ProtocolError"
+    assert "incomplete frame: 10 of 1000 payload bytes after 0.5 s" in bad.error.message
+    assert bad.child_exit is not None and gone(bad.pid)  # type: ignore[arg-type]
+    assert after.ok and after.pid != bad.pid
