@@ -294,3 +294,220 @@ def claim_query(tables: Tables) -> sql.Composed:
             for c in JOB_COLUMNS
         ),
     )
+
+
+# -- the operator's statements ---------------------------------------------------------------
+
+#: The queue columns as read: a paused queue whose `resume_at` has passed reads as active (so
+#: every worker resumes it on time without anyone writing), and `resume_at` reads as NULL
+#: unless a resume is still to come.
+QUEUE_SELECT = (
+    "name, concurrency, tags,"
+    " CASE WHEN state = 'paused' AND resume_at <= now() THEN 'active' ELSE state END,"
+    " executor, executor_options, polling_interval, rate_limit, rate_limit_window,"
+    " CASE WHEN state = 'paused' AND resume_at > now() THEN resume_at END"
+)
+
+
+#: The notices of an operator's statement (when %(notify)s): one "pushed" per distinct queue
+#: the acted-on jobs are now in (its workers look for jobs at once), and one "job.cancelled"
+#: per running job acted on (deleted: its worker stops it).
+_OPERATOR_NOTICES = """
+    SELECT pg_notify(%(channel)s, json_build_object('t', 'pushed', 'q',
+        json_build_array(queue))::text)
+    FROM (SELECT DISTINCT queue FROM acted WHERE queue IS NOT NULL) s WHERE %(notify)s
+    UNION ALL
+    SELECT pg_notify(%(channel)s, json_build_object('t', 'job.cancelled', 'id', t.id)::text)
+    FROM acted a JOIN target t ON t.id = a.id WHERE t.state = 'running' AND %(notify)s
+"""
+
+
+def jobs_where(
+    *,
+    ids: bool = False,
+    queue: bool = False,
+    state: bool = False,
+    func: bool = False,
+    since: bool = False,
+    until: bool = False,
+    after: bool = False,
+) -> sql.Composable:
+    """The WHERE condition of the operator's job statements: each named part compares a column
+    with the bound parameter of the same name (`%(queue)s`, ...); `since`, `until` and `after`
+    bound the time-ordered id. No part: every job."""
+    parts = []
+    if ids:
+        parts.append("id = ANY(%(ids)s::uuid[])")
+    if queue:
+        parts.append("queue = %(queue)s")
+    if state:
+        parts.append("state = %(state)s")
+    if func:
+        parts.append("func = %(func)s")
+    if since:
+        parts.append("id >= %(since)s::uuid")
+    if until:
+        parts.append("id < %(until)s::uuid")
+    if after:
+        parts.append("id < %(after)s::uuid")
+    return sql.SQL(" AND ".join(parts) if parts else "true")
+
+
+def list_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """The newest jobs matching `where` first, at most %(limit)s."""
+    return tables.q(
+        "SELECT {job_columns} FROM {jobs} WHERE {where} ORDER BY id DESC LIMIT %(limit)s",
+        where=where,
+    )
+
+
+def _targeted(tables: Tables, where: sql.Composable, action: str) -> sql.Composed:
+    # One statement: lock the targets, act on those `action` accepts, notify, and report every
+    # target with whether it was done (the `notice` row only forces the notices to be sent).
+    return tables.q(
+        """
+        WITH target AS (
+            SELECT id, queue, state FROM {jobs} WHERE {where} FOR UPDATE
+        ), acted AS ("""
+        + action
+        + """
+        ), notice AS ("""
+        + _OPERATOR_NOTICES
+        + """)
+        SELECT t.id::text, t.state, a.id IS NOT NULL FROM target t LEFT JOIN acted a ON a.id = t.id
+        UNION ALL SELECT NULL, NULL, NULL FROM notice
+        """,
+        where=where,
+    )
+
+
+def retry_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Make the finished targets pending now with no attempts counted (errors kept)."""
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET state = 'pending', attempts = 0, scheduled_at = now(),
+                started_at = NULL, completed_at = NULL, taken_by = NULL,
+                cancel_requested = false
+            FROM target t WHERE j.id = t.id AND t.state IN ('succeeded', 'failed')
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def purge_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Delete the targets (running ones only when %(include_running)s)."""
+    return _targeted(
+        tables,
+        where,
+        """
+            DELETE FROM {jobs} AS j USING target t
+            WHERE j.id = t.id AND (t.state <> 'running' OR %(include_running)s)
+            RETURNING j.id, NULL::text AS queue
+        """,
+    )
+
+
+def move_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Move the targets that are not running to %(to_queue)s."""
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET queue = %(to_queue)s
+            FROM target t WHERE j.id = t.id AND t.state <> 'running'
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def reprioritize_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Give the targets that are not running the priority %(priority)s."""
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET priority = %(priority)s
+            FROM target t WHERE j.id = t.id AND t.state <> 'running'
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def queue_exists_query(tables: Tables) -> sql.Composed:
+    return tables.q("SELECT 1 FROM {queues} WHERE name = %(to_queue)s")
+
+
+def pause_queue_query(tables: Tables) -> sql.Composed:
+    """Pause %(name)s until %(resume_at)s (a timestamptz, NULL for good) or for %(resume_in)s
+    (an interval); returns the queue as read."""
+    return tables.q(
+        "UPDATE {queues} SET state = 'paused', updated_at = now(),"
+        " resume_at = COALESCE(%(resume_at)s::timestamptz, now() + %(resume_in)s::interval)"
+        " WHERE name = %(name)s RETURNING " + QUEUE_SELECT
+    )
+
+
+def resume_queue_query(tables: Tables) -> sql.Composed:
+    return tables.q(
+        "UPDATE {queues} SET state = 'active', resume_at = NULL, updated_at = now()"
+        " WHERE name = %(name)s RETURNING " + QUEUE_SELECT
+    )
+
+
+def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
+    """Per queue (declared, or holding jobs; only %(name)s when `one`): counts of unfinished
+    jobs by state, the oldest runnable job's wait in seconds, jobs finished in the last minute
+    and hour, and the live workers that run it. Reads only the partial indexes of unfinished
+    jobs and the last hour of the finished-jobs index."""
+    only = " AND queue = %(name)s" if one else ""
+    return tables.q(
+        """
+        WITH live AS (
+            SELECT queue,
+                count(*) FILTER (WHERE state = 'pending') AS pending,
+                count(*) FILTER (WHERE state = 'retrying') AS retrying,
+                count(*) FILTER (WHERE state = 'running') AS running,
+                extract(epoch FROM now() - min(scheduled_at) FILTER (
+                    WHERE state IN ('pending', 'retrying') AND scheduled_at <= now())) AS oldest
+            FROM {jobs} WHERE state IN ('pending', 'retrying', 'running')"""
+        + only
+        + """
+            GROUP BY queue
+        ), done AS (
+            SELECT queue,
+                count(*) FILTER (WHERE state = 'succeeded'
+                                 AND completed_at > now() - interval '1 minute') AS s_min,
+                count(*) FILTER (WHERE state = 'failed'
+                                 AND completed_at > now() - interval '1 minute') AS f_min,
+                count(*) FILTER (WHERE state = 'succeeded') AS s_hour,
+                count(*) FILTER (WHERE state = 'failed') AS f_hour
+            FROM {jobs}
+            WHERE state IN ('succeeded', 'failed') AND completed_at > now() - interval '1 hour'"""
+        + only
+        + """
+            GROUP BY queue
+        ), served AS (
+            SELECT q AS queue, array_agg(worker_id ORDER BY worker_id) AS workers
+            FROM {workers}, unnest(queues) AS q WHERE expires_at > now() GROUP BY q
+        ), names AS (
+            SELECT name FROM {queues} WHERE true"""
+        + (" AND name = %(name)s" if one else "")
+        + """
+            UNION SELECT queue FROM live UNION SELECT queue FROM done
+        )
+        SELECT n.name, q.name IS NOT NULL,
+            CASE WHEN q.state = 'paused' AND q.resume_at <= now() THEN 'active' ELSE q.state END,
+            CASE WHEN q.state = 'paused' AND q.resume_at > now() THEN q.resume_at END,
+            COALESCE(l.pending, 0), COALESCE(l.retrying, 0), COALESCE(l.running, 0), l.oldest,
+            COALESCE(d.s_min, 0), COALESCE(d.f_min, 0), COALESCE(d.s_hour, 0),
+            COALESCE(d.f_hour, 0), COALESCE(w.workers, '{{}}')
+        FROM names n
+        LEFT JOIN {queues} q ON q.name = n.name
+        LEFT JOIN live l ON l.queue = n.name
+        LEFT JOIN done d ON d.queue = n.name
+        LEFT JOIN served w ON w.queue = n.name
+        ORDER BY n.name
+        """
+    )
