@@ -131,6 +131,70 @@ def job_from_row(row: tuple) -> QueuedJob:
     )
 
 
+#: The columns `claim_query` and `list_jobs_query` return as text: the id and the jsonb ones,
+#: so that reading a row can skip parsing the (usually empty) JSON documents.
+TEXT_COLUMNS = frozenset({"id", "kwargs", "limits", "meta", "errors"})
+_STATES = {state.value: state for state in QueuedJob.State}
+
+
+def text_job_columns(alias: str | None = None) -> sql.Composed:
+    """`JOB_COLUMNS`, those of `TEXT_COLUMNS` cast to text (read them with
+    `job_from_text_row`)."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}::text" if c in TEXT_COLUMNS else "{}").format(
+            sql.Identifier(alias, c) if alias else sql.Identifier(c)
+        )
+        for c in JOB_COLUMNS
+    )
+
+
+def _json_text(text: str | None, empty: Any) -> Any:
+    if text is None or text == "{}" or text == "[]":
+        return type(empty)()
+    return json.loads(text)
+
+
+def job_from_text_row(row: tuple) -> QueuedJob:
+    """A `QueuedJob` from a row of `text_job_columns()`, built without re-validating what the
+    database already holds (the worker's claim is its hottest path)."""
+    (
+        id_,
+        queue,
+        func,
+        kwargs,
+        priority,
+        max_attempts,
+        scheduled_at,
+        limits,
+        unique_key,
+        meta,
+        started_at,
+        completed_at,
+        attempts,
+        state,
+        errors,
+    ) = row
+    job = object.__new__(QueuedJob)
+    job.__dict__.update(
+        func=func,
+        queue=queue,
+        kwargs=_json_text(kwargs, {}),
+        priority=priority,
+        max_attempts=max_attempts,
+        scheduled_at=scheduled_at,
+        limits=[Limit.deserialize(item) for item in _json_text(limits, [])],
+        unique_key=unique_key,
+        meta=_json_text(meta, {}),
+        id=id_,
+        started_at=started_at,
+        completed_at=completed_at,
+        attempts=attempts,
+        state=_STATES[state],
+        errors=_json_text(errors, []),
+    )
+    return job
+
+
 def event(kind: str, **fields: Any) -> str:
     """A notification payload: compact JSON with the event kind under `t`."""
     return json.dumps({"t": kind, **fields}, separators=(",", ":"))
@@ -272,7 +336,6 @@ def claim_query(tables: Tables) -> sql.Composed:
     the jsonb columns come back as text, so the worker can skip parsing the (usually empty)
     ones; rows suit `chancy.worker`'s fast row reader.
     """
-    text_columns = {"id", "kwargs", "limits", "meta", "errors"}
     return tables.q(
         """
         WITH picked AS (
@@ -289,10 +352,7 @@ def claim_query(tables: Tables) -> sql.Composed:
         FROM picked WHERE j.id = picked.id
         RETURNING {returning}
         """,
-        returning=sql.SQL(", ").join(
-            sql.SQL("j.{}::text" if c in text_columns else "j.{}").format(sql.Identifier(c))
-            for c in JOB_COLUMNS
-        ),
+        returning=text_job_columns("j"),
     )
 
 
@@ -354,9 +414,12 @@ def jobs_where(
 
 
 def list_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
-    """The newest jobs matching `where` first, at most %(limit)s."""
+    """The newest jobs matching `where` first, at most %(limit)s (read the rows with
+    `job_from_text_row`)."""
     return tables.q(
-        "SELECT {job_columns} FROM {jobs} WHERE {where} ORDER BY id DESC LIMIT %(limit)s",
+        # `j.id`: a bare `id` would name the output column (the id as text), not the index's.
+        "SELECT {columns} FROM {jobs} AS j WHERE {where} ORDER BY j.id DESC LIMIT %(limit)s",
+        columns=text_job_columns(),
         where=where,
     )
 
@@ -465,13 +528,19 @@ def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
     return tables.q(
         """
         WITH live AS (
+            -- One scan per partial index: a single IN list over the runnable and running
+            -- states would read the whole table. No FILTER on the oldest: the earliest
+            -- scheduled_at is due exactly when some job is.
             SELECT queue,
                 count(*) FILTER (WHERE state = 'pending') AS pending,
                 count(*) FILTER (WHERE state = 'retrying') AS retrying,
-                count(*) FILTER (WHERE state = 'running') AS running,
-                extract(epoch FROM now() - min(scheduled_at) FILTER (
-                    WHERE state IN ('pending', 'retrying') AND scheduled_at <= now())) AS oldest
-            FROM {jobs} WHERE state IN ('pending', 'retrying', 'running')"""
+                min(scheduled_at) AS first_at
+            FROM {jobs} WHERE state IN ('pending', 'retrying')"""
+        + only
+        + """
+            GROUP BY queue
+        ), busy AS (
+            SELECT queue, count(*) AS running FROM {jobs} WHERE state = 'running'"""
         + only
         + """
             GROUP BY queue
@@ -495,17 +564,20 @@ def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
             SELECT name FROM {queues} WHERE true"""
         + (" AND name = %(name)s" if one else "")
         + """
-            UNION SELECT queue FROM live UNION SELECT queue FROM done
+            UNION SELECT queue FROM live UNION SELECT queue FROM busy
+            UNION SELECT queue FROM done
         )
         SELECT n.name, q.name IS NOT NULL,
             CASE WHEN q.state = 'paused' AND q.resume_at <= now() THEN 'active' ELSE q.state END,
             CASE WHEN q.state = 'paused' AND q.resume_at > now() THEN q.resume_at END,
-            COALESCE(l.pending, 0), COALESCE(l.retrying, 0), COALESCE(l.running, 0), l.oldest,
+            COALESCE(l.pending, 0), COALESCE(l.retrying, 0), COALESCE(b.running, 0),
+            CASE WHEN l.first_at <= now() THEN extract(epoch FROM now() - l.first_at) END,
             COALESCE(d.s_min, 0), COALESCE(d.f_min, 0), COALESCE(d.s_hour, 0),
             COALESCE(d.f_hour, 0), COALESCE(w.workers, '{{}}')
         FROM names n
         LEFT JOIN {queues} q ON q.name = n.name
         LEFT JOIN live l ON l.queue = n.name
+        LEFT JOIN busy b ON b.queue = n.name
         LEFT JOIN done d ON d.queue = n.name
         LEFT JOIN served w ON w.queue = n.name
         ORDER BY n.name

@@ -1129,7 +1129,7 @@ class Chancy:
     async def _list_jobs(self, conn: Conn, plan: dict[str, Any]) -> list[QueuedJob]:
         where = _sql.jobs_where(**{name: True for name in plan if name != "limit"})
         rows = await conn.fetchall(_sql.list_jobs_query(self.tables, where), plan)
-        return [job_from_row(row) for row in rows]
+        return [_sql.job_from_text_row(row) for row in rows]
 
     async def retry_jobs(
         self,
