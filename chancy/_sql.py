@@ -430,7 +430,7 @@ def _targeted(tables: Tables, where: sql.Composable, action: str) -> sql.Compose
     return tables.q(
         """
         WITH target AS (
-            SELECT id, queue, state FROM {jobs} WHERE {where} FOR UPDATE
+            SELECT id, queue, state, unique_key FROM {jobs} WHERE {where} FOR UPDATE
         ), acted AS ("""
         + action
         + """
@@ -445,7 +445,11 @@ def _targeted(tables: Tables, where: sql.Composable, action: str) -> sql.Compose
 
 
 def retry_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
-    """Make the finished targets pending now with no attempts counted (errors kept)."""
+    """Make the finished targets pending now with no attempts counted (errors kept).
+
+    A job whose `unique_key` an unfinished job holds is left alone (the key admits one
+    unfinished job), and of several finished targets sharing a key only the newest runs again.
+    """
     return _targeted(
         tables,
         where,
@@ -453,7 +457,15 @@ def retry_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
             UPDATE {jobs} AS j SET state = 'pending', attempts = 0, scheduled_at = now(),
                 started_at = NULL, completed_at = NULL, taken_by = NULL,
                 cancel_requested = false
-            FROM target t WHERE j.id = t.id AND t.state IN ('succeeded', 'failed')
+            FROM (
+                SELECT DISTINCT ON (COALESCE(t.unique_key, t.id::text)) t.id FROM target t
+                WHERE t.state IN ('succeeded', 'failed')
+                  AND (t.unique_key IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM {jobs} u WHERE u.unique_key = t.unique_key
+                        AND u.state IN ('pending', 'running', 'retrying')))
+                ORDER BY COALESCE(t.unique_key, t.id::text), t.id DESC
+            ) e
+            WHERE j.id = e.id
             RETURNING j.id, j.queue
         """,
     )

@@ -406,6 +406,8 @@ def _why_running(state: str) -> str:
 
 
 def _why_retry(state: str) -> str:
+    if state in ("succeeded", "failed"):
+        return "its unique_key is held by an unfinished job"
     return "job is running" if state == "running" else f"job is {state}, not finished"
 
 

@@ -162,6 +162,19 @@ async def test_retry_jobs_by_reference(chancy: Chancy) -> None:
     assert (await chancy.retry_jobs([])).done == []
 
 
+async def test_retry_keeps_a_unique_key_to_one_unfinished_job(chancy: Chancy) -> None:
+    first = (await chancy.push(Job.from_func(jobs.noop, unique_key="k"))).identifier
+    await set_state(chancy, [first], "failed")
+    second = (await chancy.push(Job.from_func(jobs.noop, unique_key="k"))).identifier
+    assert second != first
+    held = await chancy.retry_jobs([first])
+    assert held.skipped == {first: "its unique_key is held by an unfinished job"}
+    await set_state(chancy, [second], "succeeded")
+    both = await chancy.retry_jobs([first, second])
+    assert both.done == [second]  # the newest of the two
+    assert both.skipped == {first: "its unique_key is held by an unfinished job"}
+
+
 async def test_bulk_operations_notify_each_queue_once(chancy: Chancy) -> None:
     a = await push(chancy, 3, "a")
     b = await push(chancy, 2, "b")
