@@ -19,12 +19,16 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chancy.admin import JobFilter, JobsResult, QueueStats
     from chancy.app import Chancy, setup_default_logger
     from chancy.job import ErrorT, IsAJob, Job, Limit, QueuedJob, Reference, job
     from chancy.queue import Queue
     from chancy.worker import Worker
 
 _EXPORTS = {
+    "JobFilter": "chancy.admin",
+    "JobsResult": "chancy.admin",
+    "QueueStats": "chancy.admin",
     "Chancy": "chancy.app",
     "setup_default_logger": "chancy.app",
     "ErrorT": "chancy.job",
@@ -43,8 +47,11 @@ __all__ = [
     "ErrorT",
     "IsAJob",
     "Job",
+    "JobFilter",
+    "JobsResult",
     "Limit",
     "Queue",
+    "QueueStats",
     "QueuedJob",
     "Reference",
     "Worker",

@@ -47,6 +47,19 @@ class BlockingConn(Conn):
         return got
 
 
+class BlockingCursorConn(Conn):
+    """`Conn` over the caller's sync cursor, for the `sync_*_ex` operations."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self.raw = cursor
+
+    async def execute(self, query: Query, params: Params = None) -> None:
+        self.raw.execute(query, params)
+
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+        return self.raw.execute(query, params).fetchall()
+
+
 async def blocking_sleep(seconds: float) -> None:
     """The `sleep` of a blocking operation: blocks the calling thread."""
     time.sleep(seconds)

@@ -197,6 +197,21 @@ class _AsyncConn(Conn):
         return got
 
 
+class CursorConn(Conn):
+    """`Conn` over the caller's async cursor, for the `*_ex` operations (single statements,
+    inside whatever transaction the caller has open)."""
+
+    def __init__(self, cursor: psycopg.AsyncCursor) -> None:
+        self.raw = cursor
+
+    async def execute(self, query: Query, params: Params = None) -> None:
+        await self.raw.execute(query, params)
+
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+        await self.raw.execute(query, params)
+        return await self.raw.fetchall()
+
+
 class _ThreadConn(Conn):
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw

@@ -131,6 +131,70 @@ def job_from_row(row: tuple) -> QueuedJob:
     )
 
 
+#: The columns `claim_query` and `list_jobs_query` return as text: the id and the jsonb ones,
+#: so that reading a row can skip parsing the (usually empty) JSON documents.
+TEXT_COLUMNS = frozenset({"id", "kwargs", "limits", "meta", "errors"})
+_STATES = {state.value: state for state in QueuedJob.State}
+
+
+def text_job_columns(alias: str | None = None) -> sql.Composed:
+    """`JOB_COLUMNS`, those of `TEXT_COLUMNS` cast to text (read them with
+    `job_from_text_row`)."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}::text" if c in TEXT_COLUMNS else "{}").format(
+            sql.Identifier(alias, c) if alias else sql.Identifier(c)
+        )
+        for c in JOB_COLUMNS
+    )
+
+
+def _json_text(text: str | None, empty: Any) -> Any:
+    if text is None or text == "{}" or text == "[]":
+        return type(empty)()
+    return json.loads(text)
+
+
+def job_from_text_row(row: tuple) -> QueuedJob:
+    """A `QueuedJob` from a row of `text_job_columns()`, built without re-validating what the
+    database already holds (the worker's claim is its hottest path)."""
+    (
+        id_,
+        queue,
+        func,
+        kwargs,
+        priority,
+        max_attempts,
+        scheduled_at,
+        limits,
+        unique_key,
+        meta,
+        started_at,
+        completed_at,
+        attempts,
+        state,
+        errors,
+    ) = row
+    job = object.__new__(QueuedJob)
+    job.__dict__.update(
+        func=func,
+        queue=queue,
+        kwargs=_json_text(kwargs, {}),
+        priority=priority,
+        max_attempts=max_attempts,
+        scheduled_at=scheduled_at,
+        limits=[Limit.deserialize(item) for item in _json_text(limits, [])],
+        unique_key=unique_key,
+        meta=_json_text(meta, {}),
+        id=id_,
+        started_at=started_at,
+        completed_at=completed_at,
+        attempts=attempts,
+        state=_STATES[state],
+        errors=_json_text(errors, []),
+    )
+    return job
+
+
 def event(kind: str, **fields: Any) -> str:
     """A notification payload: compact JSON with the event kind under `t`."""
     return json.dumps({"t": kind, **fields}, separators=(",", ":"))
@@ -272,7 +336,6 @@ def claim_query(tables: Tables) -> sql.Composed:
     the jsonb columns come back as text, so the worker can skip parsing the (usually empty)
     ones; rows suit `chancy.worker`'s fast row reader.
     """
-    text_columns = {"id", "kwargs", "limits", "meta", "errors"}
     return tables.q(
         """
         WITH picked AS (
@@ -289,8 +352,246 @@ def claim_query(tables: Tables) -> sql.Composed:
         FROM picked WHERE j.id = picked.id
         RETURNING {returning}
         """,
-        returning=sql.SQL(", ").join(
-            sql.SQL("j.{}::text" if c in text_columns else "j.{}").format(sql.Identifier(c))
-            for c in JOB_COLUMNS
-        ),
+        returning=text_job_columns("j"),
+    )
+
+
+# -- the operator's statements ---------------------------------------------------------------
+
+#: The queue columns as read: a paused queue whose `resume_at` has passed reads as active (so
+#: every worker resumes it on time without anyone writing), and `resume_at` reads as NULL
+#: unless a resume is still to come.
+QUEUE_SELECT = (
+    "name, concurrency, tags,"
+    " CASE WHEN state = 'paused' AND resume_at <= now() THEN 'active' ELSE state END,"
+    " executor, executor_options, polling_interval, rate_limit, rate_limit_window,"
+    " CASE WHEN state = 'paused' AND resume_at > now() THEN resume_at END"
+)
+
+
+#: The notices of an operator's statement (when %(notify)s): one "pushed" per distinct queue
+#: the acted-on jobs are now in (its workers look for jobs at once), and one "job.cancelled"
+#: per running job acted on (deleted: its worker stops it).
+_OPERATOR_NOTICES = """
+    SELECT pg_notify(%(channel)s, json_build_object('t', 'pushed', 'q',
+        json_build_array(queue))::text)
+    FROM (SELECT DISTINCT queue FROM acted WHERE queue IS NOT NULL) s WHERE %(notify)s
+    UNION ALL
+    SELECT pg_notify(%(channel)s, json_build_object('t', 'job.cancelled', 'id', t.id)::text)
+    FROM acted a JOIN target t ON t.id = a.id WHERE t.state = 'running' AND %(notify)s
+"""
+
+
+def jobs_where(
+    *,
+    ids: bool = False,
+    queue: bool = False,
+    state: bool = False,
+    func: bool = False,
+    since: bool = False,
+    until: bool = False,
+    after: bool = False,
+) -> sql.Composable:
+    """The WHERE condition of the operator's job statements: each named part compares a column
+    with the bound parameter of the same name (`%(queue)s`, ...); `since`, `until` and `after`
+    bound the time-ordered id. No part: every job."""
+    parts = []
+    if ids:
+        parts.append("id = ANY(%(ids)s::uuid[])")
+    if queue:
+        parts.append("queue = %(queue)s")
+    if state:
+        parts.append("state = %(state)s")
+    if func:
+        parts.append("func = %(func)s")
+    if since:
+        parts.append("id >= %(since)s::uuid")
+    if until:
+        parts.append("id < %(until)s::uuid")
+    if after:
+        parts.append("id < %(after)s::uuid")
+    return sql.SQL(" AND ".join(parts) if parts else "true")
+
+
+def list_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """The newest jobs matching `where` first, at most %(limit)s (read the rows with
+    `job_from_text_row`)."""
+    return tables.q(
+        # `j.id`: a bare `id` would name the output column (the id as text), not the index's.
+        "SELECT {columns} FROM {jobs} AS j WHERE {where} ORDER BY j.id DESC LIMIT %(limit)s",
+        columns=text_job_columns(),
+        where=where,
+    )
+
+
+def _targeted(tables: Tables, where: sql.Composable, action: str) -> sql.Composed:
+    # One statement: lock the targets, act on those `action` accepts, notify, and report every
+    # target with whether it was done (the `notice` row only forces the notices to be sent).
+    return tables.q(
+        """
+        WITH target AS (
+            SELECT id, queue, state, unique_key FROM {jobs} WHERE {where} FOR UPDATE
+        ), acted AS ("""
+        + action
+        + """
+        ), notice AS ("""
+        + _OPERATOR_NOTICES
+        + """)
+        SELECT t.id::text, t.state, a.id IS NOT NULL FROM target t LEFT JOIN acted a ON a.id = t.id
+        UNION ALL SELECT NULL, NULL, NULL FROM notice
+        """,
+        where=where,
+    )
+
+
+def retry_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Make the finished targets pending now with no attempts counted (errors kept).
+
+    A job whose `unique_key` an unfinished job holds is left alone (the key admits one
+    unfinished job), and of several finished targets sharing a key only the newest runs again.
+    """
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET state = 'pending', attempts = 0, scheduled_at = now(),
+                started_at = NULL, completed_at = NULL, taken_by = NULL,
+                cancel_requested = false
+            FROM (
+                SELECT DISTINCT ON (COALESCE(t.unique_key, t.id::text)) t.id FROM target t
+                WHERE t.state IN ('succeeded', 'failed')
+                  AND (t.unique_key IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM {jobs} u WHERE u.unique_key = t.unique_key
+                        AND u.state IN ('pending', 'running', 'retrying')))
+                ORDER BY COALESCE(t.unique_key, t.id::text), t.id DESC
+            ) e
+            WHERE j.id = e.id
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def purge_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Delete the targets (running ones only when %(include_running)s)."""
+    return _targeted(
+        tables,
+        where,
+        """
+            DELETE FROM {jobs} AS j USING target t
+            WHERE j.id = t.id AND (t.state <> 'running' OR %(include_running)s)
+            RETURNING j.id, NULL::text AS queue
+        """,
+    )
+
+
+def move_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Move the targets that are not running to %(to_queue)s."""
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET queue = %(to_queue)s
+            FROM target t WHERE j.id = t.id AND t.state <> 'running'
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def reprioritize_jobs_query(tables: Tables, where: sql.Composable) -> sql.Composed:
+    """Give the targets that are not running the priority %(priority)s."""
+    return _targeted(
+        tables,
+        where,
+        """
+            UPDATE {jobs} AS j SET priority = %(priority)s
+            FROM target t WHERE j.id = t.id AND t.state <> 'running'
+            RETURNING j.id, j.queue
+        """,
+    )
+
+
+def queue_exists_query(tables: Tables) -> sql.Composed:
+    return tables.q("SELECT 1 FROM {queues} WHERE name = %(to_queue)s")
+
+
+def pause_queue_query(tables: Tables) -> sql.Composed:
+    """Pause %(name)s until %(resume_at)s (a timestamptz, NULL for good) or for %(resume_in)s
+    (an interval); returns the queue as read."""
+    return tables.q(
+        "UPDATE {queues} SET state = 'paused', updated_at = now(),"
+        " resume_at = COALESCE(%(resume_at)s::timestamptz, now() + %(resume_in)s::interval)"
+        " WHERE name = %(name)s RETURNING " + QUEUE_SELECT
+    )
+
+
+def resume_queue_query(tables: Tables) -> sql.Composed:
+    return tables.q(
+        "UPDATE {queues} SET state = 'active', resume_at = NULL, updated_at = now()"
+        " WHERE name = %(name)s RETURNING " + QUEUE_SELECT
+    )
+
+
+def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
+    """Per queue (declared, or holding jobs; only %(name)s when `one`): counts of unfinished
+    jobs by state, the oldest runnable job's wait in seconds, jobs finished in the last minute
+    and hour, and the live workers that run it. Reads only the partial indexes of unfinished
+    jobs and the last hour of the finished-jobs index."""
+    only = " AND queue = %(name)s" if one else ""
+    return tables.q(
+        """
+        WITH live AS (
+            -- One scan per partial index: a single IN list over the runnable and running
+            -- states would read the whole table. No FILTER on the oldest: the earliest
+            -- scheduled_at is due exactly when some job is.
+            SELECT queue,
+                count(*) FILTER (WHERE state = 'pending') AS pending,
+                count(*) FILTER (WHERE state = 'retrying') AS retrying,
+                min(scheduled_at) AS first_at
+            FROM {jobs} WHERE state IN ('pending', 'retrying')"""
+        + only
+        + """
+            GROUP BY queue
+        ), busy AS (
+            SELECT queue, count(*) AS running FROM {jobs} WHERE state = 'running'"""
+        + only
+        + """
+            GROUP BY queue
+        ), done AS (
+            SELECT queue,
+                count(*) FILTER (WHERE state = 'succeeded'
+                                 AND completed_at > now() - interval '1 minute') AS s_min,
+                count(*) FILTER (WHERE state = 'failed'
+                                 AND completed_at > now() - interval '1 minute') AS f_min,
+                count(*) FILTER (WHERE state = 'succeeded') AS s_hour,
+                count(*) FILTER (WHERE state = 'failed') AS f_hour
+            FROM {jobs}
+            WHERE state IN ('succeeded', 'failed') AND completed_at > now() - interval '1 hour'"""
+        + only
+        + """
+            GROUP BY queue
+        ), served AS (
+            SELECT q AS queue, array_agg(worker_id ORDER BY worker_id) AS workers
+            FROM {workers}, unnest(queues) AS q WHERE expires_at > now() GROUP BY q
+        ), names AS (
+            SELECT name FROM {queues} WHERE true"""
+        + (" AND name = %(name)s" if one else "")
+        + """
+            UNION SELECT queue FROM live UNION SELECT queue FROM busy
+            UNION SELECT queue FROM done
+        )
+        SELECT n.name, q.name IS NOT NULL,
+            CASE WHEN q.state = 'paused' AND q.resume_at <= now() THEN 'active' ELSE q.state END,
+            CASE WHEN q.state = 'paused' AND q.resume_at > now() THEN q.resume_at END,
+            COALESCE(l.pending, 0), COALESCE(l.retrying, 0), COALESCE(b.running, 0),
+            CASE WHEN l.first_at <= now() THEN extract(epoch FROM now() - l.first_at) END,
+            COALESCE(d.s_min, 0), COALESCE(d.f_min, 0), COALESCE(d.s_hour, 0),
+            COALESCE(d.f_hour, 0), COALESCE(w.workers, '{{}}')
+        FROM names n
+        LEFT JOIN {queues} q ON q.name = n.name
+        LEFT JOIN live l ON l.queue = n.name
+        LEFT JOIN busy b ON b.queue = n.name
+        LEFT JOIN done d ON d.queue = n.name
+        LEFT JOIN served w ON w.queue = n.name
+        ORDER BY n.name
+        """
     )

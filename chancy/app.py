@@ -14,17 +14,27 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from datetime import datetime
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
 from psycopg import AsyncCursor, Cursor, sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chancy._blocking import BlockingConn, blocking_sleep, run_blocking
-from chancy._db import Conn, Database, dumps
-from chancy._sql import Tables, event, job_from_row
+from chancy import _sql
+from chancy._blocking import BlockingConn, BlockingCursorConn, blocking_sleep, run_blocking
+from chancy._db import Conn, CursorConn, Database, dumps
+from chancy._sql import QUEUE_SELECT, Tables, event, job_from_row
+from chancy.admin import JobFilter, JobsResult, QueueStats
 from chancy.errors import InvalidJobError, UnknownQueueError
 from chancy.job import Job, QueuedJob, Reference, uuid7
 from chancy.migrations import CORE, CORE_MIGRATIONS, current_version, migrate_component
@@ -49,6 +59,30 @@ _WORKER_COLUMNS = (
 
 def _ref_id(ref: Reference | str) -> str:
     return str(ref if isinstance(ref, Reference) else Reference(ref))
+
+
+_FINISHED = frozenset({QueuedJob.State.SUCCEEDED, QueuedJob.State.FAILED})
+
+
+def _wanted_states(states: Collection[QueuedJob.State | str] | None) -> frozenset:
+    if states is None:
+        return _FINISHED
+    if isinstance(states, str | QueuedJob.State):
+        states = [states]
+    wanted = frozenset(QueuedJob.State(state) for state in states)
+    if not wanted:
+        raise ValueError("states: expected at least one state")
+    return wanted
+
+
+def _mentions(payload: str, ids: set[str]) -> bool:
+    """Whether a notice names one of `ids` (a "job.done" or "job.cancelled" notice)."""
+    try:
+        message = json.loads(payload)
+        named = message.get("ids") or [message.get("id")]
+    except (ValueError, AttributeError):
+        return True
+    return any(str(i) in ids for i in named)
 
 
 def _check_executor(queue: Queue) -> None:
@@ -91,11 +125,12 @@ def _queue_row(queue: Queue) -> tuple:
         float(queue.polling_interval),
         queue.rate_limit,
         queue.rate_limit_window,
+        queue.resume_at,
     )
 
 
 def _queue_from_row(row: tuple) -> Queue:
-    name, concurrency, tags, state, executor, options, polling, rate_limit, window = row
+    name, concurrency, tags, state, executor, options, polling, rate_limit, window, resume = row
     return Queue(
         name=name,
         concurrency=concurrency,
@@ -106,12 +141,13 @@ def _queue_from_row(row: tuple) -> Queue:
         polling_interval=int(polling) if float(polling).is_integer() else polling,
         rate_limit=rate_limit,
         rate_limit_window=window,
+        resume_at=resume,
     )
 
 
 _QUEUE_COLUMNS = (
     "name, concurrency, tags, state, executor, executor_options, polling_interval,"
-    " rate_limit, rate_limit_window"
+    " rate_limit, rate_limit_window, resume_at"
 )
 
 
@@ -298,6 +334,118 @@ def _existing_query(tables: Tables) -> str:
             " AND state IN ('pending', 'running', 'retrying')"
         ).as_string(None)
     return text
+
+
+class _Target:
+    """The jobs a bulk operation is about: `refs`, or those `where` matches (`all=True` is
+    needed for a filter that matches every job; alone it means `where=JobFilter()`)."""
+
+    def __init__(
+        self,
+        refs: Sequence[Reference | str] | Reference | str | None,
+        where: JobFilter | None,
+        all_: bool,
+    ) -> None:
+        if refs is None and where is None and all_:
+            where = JobFilter()
+        if (refs is None) == (where is None):
+            raise ValueError(
+                "pass either the jobs' references or where=JobFilter(...)"
+                + (", not both" if refs is not None else "")
+            )
+        #: Malformed references, reported as skipped.
+        self.invalid: dict[str, str] = {}
+        self.ids: list[str] | None = None
+        if refs is not None:
+            if isinstance(refs, str | Reference):
+                refs = [refs]
+            ids = []
+            for ref in refs:
+                try:
+                    ids.append(_ref_id(ref))
+                except (TypeError, ValueError, AttributeError):
+                    self.invalid[str(ref)] = "not a job id"
+            self.ids = list(dict.fromkeys(ids))
+            self.params: dict[str, Any] = {"ids": self.ids}
+            self.where = _sql.jobs_where(ids=True)
+            self.empty = not self.ids
+            return
+        if not isinstance(where, JobFilter):
+            raise TypeError(f"where: expected a JobFilter, got {where!r}")
+        if where.matches_everything and not all_:
+            raise ValueError("where: JobFilter() matches every job; pass all=True if you mean it")
+        self.params = where.params()
+        self.where = _sql.jobs_where(**{name: True for name in self.params})
+        self.empty = False
+
+    def result(self, rows: list[tuple], why: Callable[[str], str]) -> JobsResult:
+        done: list[str] = []
+        skipped = dict(self.invalid)
+        seen: set[str] = set()
+        for id_, state, acted in rows:
+            if id_ is None:  # the row that makes the notices go out
+                continue
+            seen.add(id_)
+            if acted:
+                done.append(id_)
+            else:
+                skipped[id_] = why(state)
+        if self.ids is None:
+            done.sort()
+        else:
+            acted_ids = set(done)
+            done = [i for i in self.ids if i in acted_ids]
+            for id_ in self.ids:
+                if id_ not in seen:
+                    skipped[id_] = "no such job"
+        return JobsResult(done=done, skipped=skipped)
+
+
+def _why_running(state: str) -> str:
+    return f"job is {state}"
+
+
+def _why_retry(state: str) -> str:
+    if state in ("succeeded", "failed"):
+        return "its unique_key is held by an unfinished job"
+    return "job is running" if state == "running" else f"job is {state}, not finished"
+
+
+def _why_purge(state: str) -> str:
+    return "job is running (pass include_running=True to delete it)"
+
+
+def _list_plan(
+    queue: str | None,
+    state: QueuedJob.State | str | None,
+    func: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    after: Reference | str | None,
+) -> dict[str, Any]:
+    plan: dict[str, Any] = JobFilter(
+        queue=queue, state=state, func=func, since=since, until=until
+    ).params()
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit: expected an integer >= 1, got {limit!r}")
+    plan["limit"] = limit
+    if after is not None:
+        plan["after"] = _ref_id(after)
+    return plan
+
+
+def _pause_params(name: str, resume_at: datetime | timedelta | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "resume_at": None, "resume_in": None}
+    if isinstance(resume_at, timedelta):
+        params["resume_in"] = resume_at
+    elif isinstance(resume_at, datetime):
+        if resume_at.tzinfo is None:
+            raise ValueError("resume_at: expected a timezone-aware datetime (or a timedelta)")
+        params["resume_at"] = resume_at
+    elif resume_at is not None:
+        raise ValueError(f"resume_at: expected a datetime, a timedelta or None, got {resume_at!r}")
+    return params
 
 
 class Chancy:
@@ -491,15 +639,16 @@ class Chancy:
             " state = EXCLUDED.state, executor = EXCLUDED.executor,"
             " executor_options = EXCLUDED.executor_options,"
             " polling_interval = EXCLUDED.polling_interval, rate_limit = EXCLUDED.rate_limit,"
-            " rate_limit_window = EXCLUDED.rate_limit_window, updated_at = now()"
+            " rate_limit_window = EXCLUDED.rate_limit_window, resume_at = EXCLUDED.resume_at,"
+            " updated_at = now()"
             if upsert
             else "DO NOTHING"
         )
         insert = self.tables.q(
             "INSERT INTO {queues} (" + _QUEUE_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s) ON CONFLICT (name) " + conflict
+            " %s, %s, %s) ON CONFLICT (name) " + conflict
         )
-        select = self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s")
+        select = self.tables.q("SELECT " + QUEUE_SELECT + " FROM {queues} WHERE name = %s")
         return insert, select
 
     async def declare(self, queue: Queue, *, upsert: bool = False) -> Queue:
@@ -547,7 +696,7 @@ class Chancy:
 
     async def _get_queue(self, conn: Conn, name: str) -> Queue:
         row = await conn.fetchone(
-            self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} WHERE name = %s"), (name,)
+            self.tables.q("SELECT " + QUEUE_SELECT + " FROM {queues} WHERE name = %s"), (name,)
         )
         if row is None:
             raise UnknownQueueError(f"unknown queue {name!r}")
@@ -563,7 +712,7 @@ class Chancy:
 
     async def _get_all_queues(self, conn: Conn) -> list[Queue]:
         rows = await conn.fetchall(
-            self.tables.q("SELECT " + _QUEUE_COLUMNS + " FROM {queues} ORDER BY name")
+            self.tables.q("SELECT " + QUEUE_SELECT + " FROM {queues} ORDER BY name")
         )
         return [_queue_from_row(row) for row in rows]
 
@@ -601,6 +750,7 @@ class Chancy:
     async def _set_queue_state(self, conn: Conn, name: str, state: Queue.State) -> Queue:
         queue = await self._get_queue(conn, name)
         queue.state = Queue.State(state)
+        queue.resume_at = None
         return await self._declare(conn, queue, upsert=True)
 
     async def delete_queue(self, name: str, *, purge_jobs: bool = True) -> None:
@@ -764,25 +914,17 @@ class Chancy:
         *,
         interval: int | float = 1,
         timeout: float | int | None = None,
+        states: Collection[QueuedJob.State | str] | None = None,
     ) -> QueuedJob | None:
-        """Wait until the job is SUCCEEDED or FAILED and return it (None if it no longer exists).
+        """Wait until the job is in one of `states` (default: SUCCEEDED or FAILED) and return
+        it (None if it no longer exists).
 
         Raises `TimeoutError` after `timeout` seconds. With notifications on, it wakes on the
-        job's completion notice; `interval` is then only the fallback poll.
+        job's completion notice; `interval` is then only the fallback poll (a job starting to
+        run sends no notice: waiting for RUNNING sees it within `interval`).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # The deadline is kept by `_wait_for_job`; this scope only bounds waiting for a pooled
-        # connection, so it ends a little later (cancelling a query would break the connection).
-        with anyio.fail_after(timeout + 1 if timeout is not None else math.inf):
-            return await self._run(
-                functools.partial(
-                    self._wait_for_job,
-                    ref=ref,
-                    interval=interval,
-                    deadline=deadline,
-                    blocking=False,
-                )
-            )
+        jobs = await self.wait_for_jobs([ref], interval=interval, timeout=timeout, states=states)
+        return jobs[0] if jobs else None
 
     def sync_wait_for_job(
         self,
@@ -790,51 +932,112 @@ class Chancy:
         *,
         interval: int | float = 1,
         timeout: float | int | None = None,
+        states: Collection[QueuedJob.State | str] | None = None,
     ) -> QueuedJob | None:
         """Synchronous `wait_for_job` (blocks the calling thread)."""
+        jobs = self.sync_wait_for_jobs([ref], interval=interval, timeout=timeout, states=states)
+        return jobs[0] if jobs else None
+
+    async def wait_for_jobs(
+        self,
+        refs: Sequence[Reference | str],
+        *,
+        interval: int | float = 1,
+        timeout: float | int | None = None,
+        states: Collection[QueuedJob.State | str] | None = None,
+    ) -> list[QueuedJob]:
+        """Wait until every job of `refs` is in one of `states` (default: finished), like
+        `wait_for_job`; returns them in the order of `refs`, leaving out jobs that no longer
+        exist. Raises `TimeoutError` after `timeout` seconds."""
+        wanted = _wanted_states(states)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # The deadline is kept by `_wait_for_jobs`; this scope only bounds waiting for a pooled
+        # connection, so it ends a little later (cancelling a query would break the connection).
+        with anyio.fail_after(timeout + 1 if timeout is not None else math.inf):
+            return await self._run(
+                functools.partial(
+                    self._wait_for_jobs,
+                    refs=refs,
+                    states=wanted,
+                    interval=interval,
+                    deadline=deadline,
+                    blocking=False,
+                )
+            )
+
+    def sync_wait_for_jobs(
+        self,
+        refs: Sequence[Reference | str],
+        *,
+        interval: int | float = 1,
+        timeout: float | int | None = None,
+        states: Collection[QueuedJob.State | str] | None = None,
+    ) -> list[QueuedJob]:
+        """Synchronous `wait_for_jobs` (blocks the calling thread)."""
+        wanted = _wanted_states(states)
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._run_sync(
             functools.partial(
-                self._wait_for_job,
-                ref=ref,
+                self._wait_for_jobs,
+                refs=refs,
+                states=wanted,
                 interval=interval,
                 deadline=deadline,
                 blocking=True,
             )
         )
 
-    async def _wait_for_job(
+    async def _wait_for_jobs(
         self,
         conn: Conn,
-        ref: Reference | str,
+        refs: Sequence[Reference | str],
+        states: frozenset[QueuedJob.State],
         interval: float,
         deadline: float | None,
         blocking: bool,
-    ) -> QueuedJob | None:
-        ref_id = _ref_id(ref)
+    ) -> list[QueuedJob]:
+        ids = [_ref_id(ref) for ref in refs]
         sleep = blocking_sleep if blocking else anyio.sleep
+        jobs: dict[str, QueuedJob] = {}
+        waiting: set[str] = set(ids)
+
+        async def load() -> None:
+            fresh = {job.id: job for job in await self._get_jobs(conn, sorted(waiting))}
+            for id_ in list(waiting):
+                if id_ in fresh:
+                    jobs[id_] = fresh[id_]
+                else:
+                    jobs.pop(id_, None)
+            waiting.intersection_update(i for i, job in fresh.items() if job.state not in states)
 
         def pause() -> float:
             if deadline is None:
                 return interval
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"job {ref_id} did not finish in time")
+                first = sorted(waiting)[0]
+                raise TimeoutError(
+                    f"job {first} did not finish in time"
+                    if len(ids) == 1
+                    else f"{len(waiting)} of {len(ids)} jobs (first {first}) did not finish in time"
+                )
             return min(interval, remaining)
 
         if not self.notifications:
-            while (job := await self._get_job(conn, ref_id)) is not None and not job.is_finished:
+            await load()
+            while waiting:
                 await sleep(pause())
-            return job
+                await load()
+            return [jobs[i] for i in ids if i in jobs]
         channel = sql.Identifier(self.tables.channel)
         await conn.execute(sql.SQL("LISTEN {}").format(channel))
         try:
-            job = await self._get_job(conn, ref_id)
-            while job is not None and not job.is_finished:
+            await load()
+            while waiting:
                 notices = await conn.notifies(timeout=pause())
-                if not notices or any(ref_id in payload for _, payload in notices):
-                    job = await self._get_job(conn, ref_id)
-            return job
+                if not notices or any(_mentions(payload, waiting) for _, payload in notices):
+                    await load()
+            return [jobs[i] for i in ids if i in jobs]
         finally:
             with contextlib.nullcontext() if blocking else anyio.CancelScope(shield=True):
                 await conn.execute(sql.SQL("UNLISTEN {}").format(channel))
@@ -885,6 +1088,389 @@ class Chancy:
             )
         )
         return [dict(zip(_WORKER_COLUMNS, row, strict=True)) for row in rows]
+
+    # -- operating on jobs and queues ---------------------------------------------------------
+    #
+    # Each bulk operation is one statement (`chancy._sql`): it locks its targets (the jobs of
+    # `refs`, or those `where` matches), acts on those it may, sends one "pushed" notice per
+    # queue whose jobs became runnable, and reports every target. `_operate` runs it on any
+    # `Conn`: a pooled one, a blocking one (`sync_*`), or the caller's cursor (`*_ex`).
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: QueuedJob.State | str | None = None,
+        func: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after: Reference | str | None = None,
+    ) -> list[QueuedJob]:
+        """The newest jobs first (by push time), at most `limit`, matching every filter given
+        (`since`/`until` bound the push time). For the next page pass the last id seen as
+        `after`."""
+        plan = _list_plan(queue, state, func, since, until, limit, after)
+        return await self._run(functools.partial(self._list_jobs, plan=plan))
+
+    def sync_list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: QueuedJob.State | str | None = None,
+        func: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after: Reference | str | None = None,
+    ) -> list[QueuedJob]:
+        """Synchronous `list_jobs`."""
+        plan = _list_plan(queue, state, func, since, until, limit, after)
+        return self._run_sync(functools.partial(self._list_jobs, plan=plan))
+
+    async def _list_jobs(self, conn: Conn, plan: dict[str, Any]) -> list[QueuedJob]:
+        where = _sql.jobs_where(**{name: True for name in plan if name != "limit"})
+        rows = await conn.fetchall(_sql.list_jobs_query(self.tables, where), plan)
+        return [_sql.job_from_text_row(row) for row in rows]
+
+    async def retry_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Run finished jobs again: each SUCCEEDED or FAILED job of `refs` (or matching `where`)
+        becomes pending now, with its attempts reset to 0 and its errors kept. Others are
+        skipped (with the reason)."""
+        return await self._run(self._retry_op(_Target(refs, where, all)))
+
+    def sync_retry_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `retry_jobs`."""
+        return self._run_sync(self._retry_op(_Target(refs, where, all)))
+
+    async def retry_jobs_ex(
+        self,
+        cursor: AsyncCursor,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """`retry_jobs` on the caller's cursor (inside the caller's transaction)."""
+        return await self._retry_op(_Target(refs, where, all))(CursorConn(cursor))
+
+    def sync_retry_jobs_ex(
+        self,
+        cursor: Cursor,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `retry_jobs_ex`."""
+        return run_blocking(self._retry_op(_Target(refs, where, all))(BlockingCursorConn(cursor)))
+
+    def _retry_op(self, target: _Target) -> Callable[[Conn], Coroutine[Any, Any, JobsResult]]:
+        return functools.partial(
+            self._operate, query=_sql.retry_jobs_query, target=target, params={}, why=_why_retry
+        )
+
+    async def purge_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+        include_running: bool = False,
+    ) -> JobsResult:
+        """Delete the jobs of `refs` (or matching `where`). A running job is skipped unless
+        `include_running`: then it is deleted too and its worker asked to stop it."""
+        return await self._run(self._purge_op(_Target(refs, where, all), include_running))
+
+    def sync_purge_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+        include_running: bool = False,
+    ) -> JobsResult:
+        """Synchronous `purge_jobs`."""
+        return self._run_sync(self._purge_op(_Target(refs, where, all), include_running))
+
+    async def purge_jobs_ex(
+        self,
+        cursor: AsyncCursor,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+        include_running: bool = False,
+    ) -> JobsResult:
+        """`purge_jobs` on the caller's cursor (inside the caller's transaction)."""
+        op = self._purge_op(_Target(refs, where, all), include_running)
+        return await op(CursorConn(cursor))
+
+    def sync_purge_jobs_ex(
+        self,
+        cursor: Cursor,
+        refs: Sequence[Reference | str] | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+        include_running: bool = False,
+    ) -> JobsResult:
+        """Synchronous `purge_jobs_ex`."""
+        op = self._purge_op(_Target(refs, where, all), include_running)
+        return run_blocking(op(BlockingCursorConn(cursor)))
+
+    def _purge_op(
+        self, target: _Target, include_running: bool
+    ) -> Callable[[Conn], Coroutine[Any, Any, JobsResult]]:
+        return functools.partial(
+            self._operate,
+            query=_sql.purge_jobs_query,
+            target=target,
+            params={"include_running": bool(include_running)},
+            why=_why_purge,
+        )
+
+    async def move_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        queue: str | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Move the jobs of `refs` (or matching `where`) that are not running to `queue`.
+
+        Like `push`, an undeclared `queue` is accepted (its jobs wait for it to be declared)
+        unless the app has `strict_queues`: then `UnknownQueueError`, and nothing moves.
+        """
+        return await self._run(self._move_op(_Target(refs, where, all), queue))
+
+    def sync_move_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        queue: str | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `move_jobs`."""
+        return self._run_sync(self._move_op(_Target(refs, where, all), queue))
+
+    async def move_jobs_ex(
+        self,
+        cursor: AsyncCursor,
+        refs: Sequence[Reference | str] | None = None,
+        queue: str | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """`move_jobs` on the caller's cursor (inside the caller's transaction)."""
+        return await self._move_op(_Target(refs, where, all), queue)(CursorConn(cursor))
+
+    def sync_move_jobs_ex(
+        self,
+        cursor: Cursor,
+        refs: Sequence[Reference | str] | None = None,
+        queue: str | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `move_jobs_ex`."""
+        op = self._move_op(_Target(refs, where, all), queue)
+        return run_blocking(op(BlockingCursorConn(cursor)))
+
+    def _move_op(
+        self, target: _Target, queue: str | None
+    ) -> Callable[[Conn], Coroutine[Any, Any, JobsResult]]:
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"queue: expected the name of the queue to move to, got {queue!r}")
+        return functools.partial(
+            self._operate,
+            query=_sql.move_jobs_query,
+            target=target,
+            params={"to_queue": queue},
+            why=_why_running,
+            check_queue=self.strict_queues,
+        )
+
+    async def reprioritize_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        priority: int | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Give the jobs of `refs` (or matching `where`) that are not running `priority`
+        (higher runs first)."""
+        return await self._run(self._reprioritize_op(_Target(refs, where, all), priority))
+
+    def sync_reprioritize_jobs(
+        self,
+        refs: Sequence[Reference | str] | None = None,
+        priority: int | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `reprioritize_jobs`."""
+        return self._run_sync(self._reprioritize_op(_Target(refs, where, all), priority))
+
+    async def reprioritize_jobs_ex(
+        self,
+        cursor: AsyncCursor,
+        refs: Sequence[Reference | str] | None = None,
+        priority: int | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """`reprioritize_jobs` on the caller's cursor (inside the caller's transaction)."""
+        op = self._reprioritize_op(_Target(refs, where, all), priority)
+        return await op(CursorConn(cursor))
+
+    def sync_reprioritize_jobs_ex(
+        self,
+        cursor: Cursor,
+        refs: Sequence[Reference | str] | None = None,
+        priority: int | None = None,
+        *,
+        where: JobFilter | None = None,
+        all: bool = False,
+    ) -> JobsResult:
+        """Synchronous `reprioritize_jobs_ex`."""
+        op = self._reprioritize_op(_Target(refs, where, all), priority)
+        return run_blocking(op(BlockingCursorConn(cursor)))
+
+    def _reprioritize_op(
+        self, target: _Target, priority: int | None
+    ) -> Callable[[Conn], Coroutine[Any, Any, JobsResult]]:
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority: expected an integer, got {priority!r}")
+        if not -_INT32 <= priority <= _INT32:
+            raise ValueError(f"priority: {priority} is out of range")
+        return functools.partial(
+            self._operate,
+            query=_sql.reprioritize_jobs_query,
+            target=target,
+            params={"priority": priority},
+            why=_why_running,
+        )
+
+    async def _operate(
+        self,
+        conn: Conn,
+        query: Callable[[Tables, sql.Composable], sql.Composed],
+        target: _Target,
+        params: dict[str, Any],
+        why: Callable[[str], str],
+        check_queue: bool = False,
+    ) -> JobsResult:
+        if target.empty:
+            return target.result([], why)
+        params = {
+            **target.params,
+            **params,
+            "channel": self.tables.channel,
+            "notify": self.notifications,
+        }
+        if check_queue and not await conn.fetchone(_sql.queue_exists_query(self.tables), params):
+            raise UnknownQueueError(
+                f"unknown queue {params['to_queue']!r}: declare it first with "
+                f"chancy.declare(Queue({params['to_queue']!r})); no job was moved"
+            )
+        rows = await conn.fetchall(query(self.tables, target.where), params)
+        return target.result(rows, why)
+
+    # -- queue operations ---------------------------------------------------------------------
+
+    async def pause_queue(
+        self, name: str, *, resume_at: datetime | timedelta | None = None
+    ) -> Queue:
+        """Pause the queue `name`: workers stop taking its jobs (running ones finish).
+
+        With `resume_at` (a timezone-aware datetime, or a timedelta from now by the database's
+        clock) the queue resumes by itself then, on every worker; else it stays paused until
+        `resume_queue`. Returns the queue; raises `UnknownQueueError`.
+        """
+        params = _pause_params(name, resume_at)
+        return await self._run(functools.partial(self._queue_update, pause=True, params=params))
+
+    def sync_pause_queue(
+        self, name: str, *, resume_at: datetime | timedelta | None = None
+    ) -> Queue:
+        """Synchronous `pause_queue`."""
+        params = _pause_params(name, resume_at)
+        return self._run_sync(functools.partial(self._queue_update, pause=True, params=params))
+
+    async def resume_queue(self, name: str) -> Queue:
+        """Resume the queue `name` now (also cancels a pending `resume_at`)."""
+        params = {"name": name}
+        return await self._run(functools.partial(self._queue_update, pause=False, params=params))
+
+    def sync_resume_queue(self, name: str) -> Queue:
+        """Synchronous `resume_queue`."""
+        params = {"name": name}
+        return self._run_sync(functools.partial(self._queue_update, pause=False, params=params))
+
+    async def _queue_update(self, conn: Conn, pause: bool, params: dict[str, Any]) -> Queue:
+        query = (_sql.pause_queue_query if pause else _sql.resume_queue_query)(self.tables)
+        async with conn.transaction():
+            row = await conn.fetchone(query, params)
+            if row is None:
+                raise UnknownQueueError(f"unknown queue {params['name']!r}")
+            await self._notify_conn(conn, "queue.changed", {"q": params["name"]})
+        return _queue_from_row(row)
+
+    async def queue_stats(self, name: str | None = None) -> list[QueueStats]:
+        """Figures of every queue (declared, or holding unfinished or recently finished jobs),
+        or only of `name`: jobs waiting and running, how long the oldest runnable job has
+        waited, jobs finished in the last minute and hour, and the live workers running it.
+
+        Cheap: it reads the unfinished jobs and the last hour of finished ones, never the
+        whole history (so there are no all-time totals of finished jobs)."""
+        return await self._run(functools.partial(self._queue_stats, name=name))
+
+    def sync_queue_stats(self, name: str | None = None) -> list[QueueStats]:
+        """Synchronous `queue_stats`."""
+        return self._run_sync(functools.partial(self._queue_stats, name=name))
+
+    async def _queue_stats(self, conn: Conn, name: str | None) -> list[QueueStats]:
+        rows = await conn.fetchall(
+            _sql.queue_stats_query(self.tables, name is not None), {"name": name}
+        )
+        return [
+            QueueStats(
+                name=row[0],
+                declared=row[1],
+                state=Queue.State(row[2]) if row[2] else None,
+                resume_at=row[3],
+                pending=row[4],
+                retrying=row[5],
+                running=row[6],
+                oldest_runnable_age=float(row[7]) if row[7] is not None else None,
+                succeeded_last_minute=row[8],
+                failed_last_minute=row[9],
+                succeeded_last_hour=row[10],
+                failed_last_hour=row[11],
+                workers=tuple(row[12]),
+            )
+            for row in rows
+        ]
 
     # -- notifications -----------------------------------------------------------------------
 

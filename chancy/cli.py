@@ -7,10 +7,11 @@ chancy --app myproject.worker:chancy queue list
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import psycopg
 
 from chancy._appref import AppRefError, load_app
 from chancy._db import connect_error_reason
+from chancy.admin import JobFilter, JobsResult
 from chancy.app import Chancy
 from chancy.embedded import DEFAULT_DATA_DIR, embedded_status, stop_embedded
 from chancy.errors import ChancyError, DatabaseUnavailable
@@ -87,14 +89,44 @@ async def _queue_declare(app: Chancy, args: argparse.Namespace) -> int:
 
 
 async def _queue_pause(app: Chancy, args: argparse.Namespace) -> int:
-    await app.set_queue_state(args.name, Queue.State.PAUSED)
-    print(f"paused {args.name}")
+    if args.for_seconds is not None and not args.for_seconds > 0:
+        raise ValueError("--for: expected seconds > 0")
+    resume = None if args.for_seconds is None else timedelta(seconds=args.for_seconds)
+    queue = await app.pause_queue(args.name, resume_at=resume)
+    until = f" until {queue.resume_at.isoformat(timespec='seconds')}" if queue.resume_at else ""
+    print(f"paused {args.name}{until}")
     return 0
 
 
 async def _queue_resume(app: Chancy, args: argparse.Namespace) -> int:
-    await app.set_queue_state(args.name, Queue.State.ACTIVE)
+    await app.resume_queue(args.name)
     print(f"resumed {args.name}")
+    return 0
+
+
+async def _queue_stats(app: Chancy, args: argparse.Namespace) -> int:
+    stats = await app.queue_stats(args.name)
+    if args.json:
+        _print_json(
+            [
+                {
+                    **dataclasses.asdict(s),
+                    "state": s.state.value if s.state else None,
+                    "workers": list(s.workers),
+                }
+                for s in stats
+            ]
+        )
+        return 0
+    for s in stats:
+        age = f"{s.oldest_runnable_age:.0f}s" if s.oldest_runnable_age is not None else "-"
+        print(
+            f"{s.name:<24} {s.state.value if s.state else 'UNDECLARED':<10} pending={s.pending}"
+            f" retrying={s.retrying} running={s.running} oldest={age}"
+            f" 1m={s.succeeded_last_minute}/{s.failed_last_minute}"
+            f" 1h={s.succeeded_last_hour}/{s.failed_last_hour} (ok/failed)"
+            f" workers={','.join(s.workers) or '-'}"
+        )
     return 0
 
 
@@ -133,19 +165,41 @@ async def _job_push(app: Chancy, args: argparse.Namespace) -> int:
 
 
 async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
-    where = "WHERE state = %s" if args.state else ""
-    async with app.db.connection() as conn:
-        rows = await conn.fetchall(
-            app.tables.q(
-                "SELECT id::text, queue, func, state, attempts FROM {jobs} "
-                + where
-                + " ORDER BY id DESC LIMIT %s"
-            ),
-            ((args.state, args.limit) if args.state else (args.limit,)),
-        )
-    for id_, queue, func, state, attempts in rows:
-        print(f"{id_} {queue:<16} {state:<9} attempts={attempts} {func}")
+    jobs = await app.list_jobs(
+        queue=args.queue, state=args.state, func=args.func, limit=args.limit, after=args.after
+    )
+    for job in jobs:
+        print(f"{job.id} {job.queue:<16} {job.state.value:<9} attempts={job.attempts} {job.func}")
     return 0
+
+
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    if args.ids:
+        if args.queue or args.state or args.func or args.all:
+            raise ValueError("give job ids or --queue/--state/--func/--all, not both")
+        return {"refs": args.ids}
+    return {
+        "where": JobFilter(queue=args.queue, state=args.state, func=args.func),
+        "all": args.all,
+    }
+
+
+def _print_result(verb: str, result: JobsResult) -> int:
+    for id_ in result.done:
+        print(f"{id_}: {verb}")
+    for id_, reason in result.skipped.items():
+        print(f"{id_}: skipped: {reason}")
+    print(f"{len(result.done)} {verb}, {len(result.skipped)} skipped")
+    return 0
+
+
+async def _job_retry(app: Chancy, args: argparse.Namespace) -> int:
+    return _print_result("retried", await app.retry_jobs(**_target(args)))
+
+
+async def _job_purge(app: Chancy, args: argparse.Namespace) -> int:
+    result = await app.purge_jobs(**_target(args), include_running=args.include_running)
+    return _print_result("purged", result)
 
 
 async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
@@ -261,11 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=int)
     p.add_argument("--rate-limit-window", type=int)
     p.add_argument("--upsert", action="store_true")
-    for name, func, help_ in [
-        ("pause", _queue_pause, "pause a queue: workers stop claiming its jobs"),
-        ("resume", _queue_resume, "resume a paused queue"),
-    ]:
-        command(qsub, name, func, help_).add_argument("name")
+    p = command(qsub, "pause", _queue_pause, "pause a queue: workers stop claiming its jobs")
+    p.add_argument("name")
+    p.add_argument(
+        "--for",
+        dest="for_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="resume by itself after this many seconds (default: stay paused)",
+    )
+    command(qsub, "resume", _queue_resume, "resume a paused queue").add_argument("name")
+    p = command(qsub, "stats", _queue_stats, "jobs waiting/running/finished per queue, workers")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = command(qsub, "delete", _queue_delete, "delete a queue and (unless --keep-jobs) its jobs")
     p.add_argument("name")
     p.add_argument("--keep-jobs", action="store_true")
@@ -277,8 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
         "id"
     )
     p = command(jsub, "list", _job_list, "list the newest jobs")
+    p.add_argument("--queue")
     p.add_argument("--state", choices=[s.value for s in QueuedJob.State])
+    p.add_argument("--func")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--after", help="the last id of the previous page")
+    for name, func, help_ in [
+        ("retry", _job_retry, "run finished jobs again (by id, or every job matching filters)"),
+        ("purge", _job_purge, "delete jobs (by id, or every job matching filters)"),
+    ]:
+        p = command(jsub, name, func, help_)
+        p.add_argument("ids", nargs="*", metavar="id")
+        p.add_argument("--queue")
+        p.add_argument("--state", choices=[s.value for s in QueuedJob.State])
+        p.add_argument("--func")
+        p.add_argument("--all", action="store_true", help="no filter: every job")
+        if name == "purge":
+            p.add_argument("--include-running", action="store_true")
     p = command(jsub, "push", _job_push, "push a job by function path")
     p.add_argument("func", help="importable function, e.g. myproject.tasks.send_email")
     p.add_argument("--queue", default="default")

@@ -221,9 +221,31 @@ def _v3_down(t: Tables) -> list[sql.Composable]:
     return [t.q("ALTER TABLE {workers} DROP COLUMN IF EXISTS queue_status")]
 
 
+def _v4_up(t: Tables) -> list[sql.Composable]:
+    return [
+        # A paused queue with a resume_at reads as active once that time has passed.
+        t.q("ALTER TABLE {queues} ADD COLUMN resume_at timestamptz"),
+        # `list_jobs` of one queue and a finished state, newest first ("the last 100 failures
+        # of the mail queue"), with keyset pagination on the id. Finished rows only: the row
+        # versions of running and waiting jobs (two of every job's three) add no entries.
+        t.q(
+            "CREATE INDEX {idx} ON {jobs} (queue, state, id) WHERE state IN ('succeeded', 'failed')",
+            idx=t("jobs_finished_list_idx"),
+        ),
+    ]
+
+
+def _v4_down(t: Tables) -> list[sql.Composable]:
+    return [
+        t.q("DROP INDEX IF EXISTS {idx}", idx=t("jobs_finished_list_idx")),
+        t.q("ALTER TABLE {queues} DROP COLUMN IF EXISTS resume_at"),
+    ]
+
+
 CORE = "core"
 CORE_MIGRATIONS: list[Migration] = [
     Migration(1, "queues and jobs", _v1_up, _v1_down),
     Migration(2, "workers, leader and rate limits", _v2_up, _v2_down),
     Migration(3, "per-queue status of each worker", _v3_up, _v3_down),
+    Migration(4, "queue resume_at; index for listing finished jobs", _v4_up, _v4_down),
 ]

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
@@ -37,6 +38,10 @@ class Queue:
     polling_interval: int = 1
     rate_limit: int | None = None
     rate_limit_window: int | None = None
+    #: When a paused queue resumes by itself (see `Chancy.pause_queue`); None: it stays paused
+    #: until resumed. Read back as None once the queue is active. Not a setting: two queues
+    #: that differ only here are equal, so a queue resuming on time is not restarted.
+    resume_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -87,10 +92,14 @@ class Queue:
             raise ValueError(
                 "Queue.rate_limit_window: rate_limit and rate_limit_window go together"
             )
+        if self.resume_at is not None and (
+            not isinstance(self.resume_at, datetime) or self.resume_at.tzinfo is None
+        ):
+            raise ValueError("Queue.resume_at: expected a timezone-aware datetime or None")
 
     def pack(self) -> dict:
         """Pack the queue into a JSON-safe dictionary (see `unpack`)."""
-        return {
+        packed: dict[str, Any] = {
             "name": self.name,
             "concurrency": self.concurrency,
             "tags": sorted(self.tags),
@@ -101,6 +110,9 @@ class Queue:
             "rate_limit": self.rate_limit,
             "rate_limit_window": self.rate_limit_window,
         }
+        if self.resume_at is not None:
+            packed["resume_at"] = self.resume_at.isoformat()
+        return packed
 
     @classmethod
     def unpack(cls, data: dict[str, Any]) -> Queue:
@@ -115,4 +127,5 @@ class Queue:
             polling_interval=data.get("polling_interval", 1),
             rate_limit=data.get("rate_limit"),
             rate_limit_window=data.get("rate_limit_window"),
+            resume_at=datetime.fromisoformat(data["resume_at"]) if data.get("resume_at") else None,
         )

@@ -30,7 +30,6 @@ the writes of its previous incarnation change nothing.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -50,6 +49,7 @@ from chancy._sql import (
     announce_worker_query,
     claim_query,
     event,
+    job_from_text_row,
     rate_limit_use_query,
     rate_limit_window_query,
     release_running_query,
@@ -70,7 +70,7 @@ from chancy.actors.queue_watcher import QueueWatcher
 from chancy.allowlist import AllowList
 from chancy.errors import MigrationsNeededError
 from chancy.hub import Hub
-from chancy.job import Limit, QueuedJob
+from chancy.job import QueuedJob
 from chancy.queue import Queue
 
 if TYPE_CHECKING:
@@ -99,55 +99,8 @@ def _as_conn(conn: Conn | psycopg.AsyncConnection | psycopg.Connection) -> Conn:
     raise TypeError(f"expected a database connection, got {type(conn).__name__}")
 
 
-def _json_text(text: str | None, empty: Any) -> Any:
-    if text is None or text == "{}" or text == "[]":
-        return type(empty)()
-    return json.loads(text)
-
-
-_RUNNING = QueuedJob.State.RUNNING
-_STATES = {state.value: state for state in QueuedJob.State}
-
-
-def job_from_claim_row(row: tuple) -> QueuedJob:
-    """A `QueuedJob` from a `claim_query` row, built without re-validating what the database
-    already holds (the claim is the worker's hottest path)."""
-    (
-        id_,
-        queue,
-        func,
-        kwargs,
-        priority,
-        max_attempts,
-        scheduled_at,
-        limits,
-        unique_key,
-        meta,
-        started_at,
-        completed_at,
-        attempts,
-        state,
-        errors,
-    ) = row
-    job = object.__new__(QueuedJob)
-    job.__dict__.update(
-        func=func,
-        queue=queue,
-        kwargs=_json_text(kwargs, {}),
-        priority=priority,
-        max_attempts=max_attempts,
-        scheduled_at=scheduled_at,
-        limits=[Limit.deserialize(item) for item in _json_text(limits, [])],
-        unique_key=unique_key,
-        meta=_json_text(meta, {}),
-        id=id_,
-        started_at=started_at,
-        completed_at=completed_at,
-        attempts=attempts,
-        state=_STATES.get(state, _RUNNING),
-        errors=_json_text(errors, []),
-    )
-    return job
+#: A `QueuedJob` from a `claim_query` row (see `chancy._sql.job_from_text_row`).
+job_from_claim_row = job_from_text_row
 
 
 def _in_claim_order(rows: list[tuple]) -> list[QueuedJob]:

@@ -53,7 +53,7 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert cli("misc", "check-schema").returncode == 1
     result = cli("misc", "migrate")
     assert result.returncode == 0, result.stderr
-    assert "core: version 3 of 3" in result.stdout
+    assert "core: version 4 of 4" in result.stdout
     assert cli("misc", "check-schema").returncode == 0
     declared = cli(
         "queue",
@@ -84,6 +84,26 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert "NOT DECLARED: 1 unfinished job" in cli("queue", "list").stdout
     listed = json.loads(cli("queue", "list", "--json").stdout)
     assert listed[-1] == {"name": "nope", "declared": False, "waiting_jobs": 1}
+    # The operator's commands.
+    paused = cli("queue", "pause", "mail", "--for", "600")
+    assert paused.returncode == 0 and "paused mail until" in paused.stdout
+    stats = json.loads(cli("queue", "stats", "--json").stdout)
+    assert [(s["name"], s["state"], s["pending"]) for s in stats] == [
+        ("mail", "paused", 0),
+        ("nope", None, 1),
+    ]
+    assert "UNDECLARED" in cli("queue", "stats").stdout
+    assert cli("queue", "resume", "mail").returncode == 0
+    assert job_id in cli("job", "list", "--queue", "mail", "--state", "failed").stdout
+    assert cli("job", "list", "--queue", "mail", "--after", job_id).stdout == ""
+    retried = cli("job", "retry", "--queue", "mail", "--state", "failed")
+    assert retried.returncode == 0 and f"{job_id}: retried" in retried.stdout
+    again = cli("job", "retry", job_id)
+    assert "skipped: job is pending, not finished" in again.stdout
+    refused = cli("job", "purge")
+    assert refused.returncode == 1 and "all=True" in refused.stderr
+    purged = cli("job", "purge", "--all")
+    assert "2 purged, 0 skipped" in purged.stdout, purged
     assert cli("queue", "delete", "mail").returncode == 0
     assert "mail" not in cli("queue", "list").stdout
     assert cli("misc", "migrate", "--to-version", "0").returncode == 0

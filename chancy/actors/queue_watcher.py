@@ -6,12 +6,17 @@ notification, else every `queue_change_poll_interval` seconds. A queue whose set
 that was paused, deleted or no longer matches is drained (up to `shutdown_timeout`) before its
 new settings take over. A queue whose executor fails to load or start is retried after
 `RETRY_BROKEN` seconds or as soon as its settings change; the other queues keep running.
+
+A queue paused with a `resume_at` reads as active once that time has passed (the database
+decides, see `chancy._sql.QUEUE_SELECT`); the watcher looks again at that moment, so every
+worker resumes it on time without a notice.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -48,6 +53,8 @@ class QueueWatcher:
         self._stopping = False
         #: Test hook: how many refreshes completed.
         self.refreshes = 0
+        #: The earliest `resume_at` of the paused queues seen by the last refresh.
+        self._next_resume: datetime | None = None
 
     @property
     def queue_names(self) -> list[str]:
@@ -74,7 +81,7 @@ class QueueWatcher:
                 await self._refresh_logged()
                 task_status.started()
                 while True:
-                    await self.wakeup.wait(worker.queue_change_poll_interval)
+                    await self.wakeup.wait(self._wait_time())
                     if self._stopping:
                         continue
                     if await self._refresh_logged():
@@ -84,6 +91,14 @@ class QueueWatcher:
                         delay = min(delay * 2, 5.0)
         finally:
             off()
+
+    def _wait_time(self) -> float:
+        wait = float(self.worker.queue_change_poll_interval)
+        if self._next_resume is not None:
+            until = (self._next_resume - datetime.now(UTC)).total_seconds()
+            # A little after it, and never a busy loop when the clocks disagree a little.
+            wait = min(wait, max(until + 0.05, 0.2))
+        return wait
 
     async def _refresh_logged(self) -> bool:
         try:
@@ -99,6 +114,10 @@ class QueueWatcher:
         if self._stopping:
             return
         tags = worker.worker_tags()
+        self._next_resume = min(
+            (q.resume_at for q in queues if q.resume_at is not None and queue_matches(q, tags)),
+            default=None,
+        )
         wanted = {
             q.name: q for q in queues if q.state == Queue.State.ACTIVE and queue_matches(q, tags)
         }
