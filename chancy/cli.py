@@ -23,12 +23,75 @@ from chancy.admin import JobFilter, JobsResult
 from chancy.app import Chancy
 from chancy.embedded import DEFAULT_DATA_DIR, embedded_status, stop_embedded
 from chancy.errors import ChancyError, DatabaseUnavailable
-from chancy.job import Job, QueuedJob
+from chancy.job import Job, Limit, QueuedJob
 from chancy.queue import Queue
 
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZES = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def _duration(text: str) -> timedelta:
+    """`90`, `90s`, `15m`, `2h`, `1d` -> a timedelta."""
+    raw = text.strip().lower()
+    unit = raw[-1] if raw and raw[-1] in _UNITS else "s"
+    number = raw[:-1] if raw and raw[-1] in _UNITS else raw
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 15m or 2h: {text!r}"
+        ) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0: {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time (UTC if it names no zone), or a duration meaning "that long ago"."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.now(UTC) - _duration(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _future(text: str) -> datetime:
+    """An ISO 8601 time (UTC if it names no zone), or a duration from now."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.now(UTC) + _duration(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _limits(text: str) -> list[Limit]:
+    """`memory=512M,time=30s` -> [Limit(MEMORY, 536870912), Limit(TIME, 30)]."""
+    limits = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, value = part.partition("=")
+        kind, value = kind.strip().lower(), value.strip().lower()
+        try:
+            if kind == "memory":
+                suffix = value[-1] if value and value[-1] in "kmg" else ""
+                number = value[:-1] if suffix else value
+                limits.append(Limit(Limit.Type.MEMORY, int(float(number) * _SIZES[suffix])))
+            elif kind == "time":
+                seconds = _duration(value).total_seconds()
+                limits.append(
+                    Limit(Limit.Type.TIME, int(seconds) if seconds.is_integer() else seconds)
+                )
+            else:
+                raise ValueError(f"unknown limit {kind!r}")
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected e.g. memory=512M,time=30s: {part!r} ({exc})"
+            ) from None
+    return limits
 
 
 async def _migrate(app: Chancy, args: argparse.Namespace) -> int:
@@ -89,18 +152,28 @@ async def _queue_declare(app: Chancy, args: argparse.Namespace) -> int:
 
 
 async def _queue_pause(app: Chancy, args: argparse.Namespace) -> int:
+    if args.for_seconds is not None and args.resume_at is not None:
+        raise ValueError("give --for or --resume-at, not both")
     if args.for_seconds is not None and not args.for_seconds > 0:
         raise ValueError("--for: expected seconds > 0")
-    resume = None if args.for_seconds is None else timedelta(seconds=args.for_seconds)
+    resume: datetime | timedelta | None = args.resume_at
+    if args.for_seconds is not None:
+        resume = timedelta(seconds=args.for_seconds)
     queue = await app.pause_queue(args.name, resume_at=resume)
+    if args.json:
+        _print_json(queue.pack())
+        return 0
     until = f" until {queue.resume_at.isoformat(timespec='seconds')}" if queue.resume_at else ""
     print(f"paused {args.name}{until}")
     return 0
 
 
 async def _queue_resume(app: Chancy, args: argparse.Namespace) -> int:
-    await app.resume_queue(args.name)
-    print(f"resumed {args.name}")
+    queue = await app.resume_queue(args.name)
+    if args.json:
+        _print_json(queue.pack())
+    else:
+        print(f"resumed {args.name}")
     return 0
 
 
@@ -159,32 +232,60 @@ async def _job_push(app: Chancy, args: argparse.Namespace) -> int:
         kwargs=json.loads(args.kwargs),
         priority=args.priority,
         max_attempts=args.max_attempts,
+        scheduled_at=args.scheduled_at or datetime.now(UTC),
+        limits=args.limit or [],
+        unique_key=args.unique_key,
     )
-    print(await app.push(job))
+    ref = await app.push(job)
+    if args.json:
+        _print_json({"id": ref.identifier})
+    else:
+        print(ref)
     return 0
 
 
 async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
     jobs = await app.list_jobs(
-        queue=args.queue, state=args.state, func=args.func, limit=args.limit, after=args.after
+        queue=args.queue,
+        state=args.state,
+        func=args.func,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        after=args.after,
     )
+    if args.json:
+        _print_json([job.pack() for job in jobs])
+        return 0
     for job in jobs:
         print(f"{job.id} {job.queue:<16} {job.state.value:<9} attempts={job.attempts} {job.func}")
     return 0
 
 
 def _target(args: argparse.Namespace) -> dict[str, Any]:
+    filters = args.queue or args.state or args.func or args.since or args.until
     if args.ids:
-        if args.queue or args.state or args.func or args.all:
-            raise ValueError("give job ids or --queue/--state/--func/--all, not both")
+        if filters or args.all:
+            raise ValueError(
+                "give job ids or --queue/--state/--func/--since/--until/--all, not both"
+            )
         return {"refs": args.ids}
-    return {
-        "where": JobFilter(queue=args.queue, state=args.state, func=args.func),
-        "all": args.all,
-    }
+    if not filters and not args.all:
+        raise ValueError(
+            "name the jobs: give ids, or filters (--queue/--state/--func/--since), "
+            "or --all for every job"
+        )
+    where = JobFilter(
+        queue=args.queue, state=args.state, func=args.func, since=args.since, until=args.until
+    )
+    return {"where": where, "all": args.all}
 
 
-def _print_result(verb: str, result: JobsResult) -> int:
+def _print_result(verb: str, result: JobsResult, args: argparse.Namespace, *, dry: bool) -> int:
+    verb = f"would be {verb}" if dry else verb
+    if args.json:
+        _print_json({"dry_run": dry, "done": result.done, "skipped": result.skipped})
+        return 0
     for id_ in result.done:
         print(f"{id_}: {verb}")
     for id_, reason in result.skipped.items():
@@ -193,13 +294,52 @@ def _print_result(verb: str, result: JobsResult) -> int:
     return 0
 
 
+async def _rehearse(
+    app: Chancy, op: str, target: dict[str, Any], extra: dict[str, Any]
+) -> JobsResult:
+    """Run the operation in a transaction that is rolled back: exactly what it would do."""
+    method = getattr(app, f"{op}_ex")
+    async with app.pool.connection() as conn:
+        async with conn.transaction(force_rollback=True), conn.cursor() as cursor:
+            return await method(cursor, **target, **extra)  # type: ignore[no-any-return]
+
+
+async def _bulk(app: Chancy, args: argparse.Namespace, op: str, verb: str, **extra: Any) -> int:
+    target = _target(args)
+    if args.dry_run:
+        return _print_result(verb, await _rehearse(app, op, target, extra), args, dry=True)
+    if "where" in target and not args.yes:
+        preview = await _rehearse(app, op, target, extra)
+        if not preview.done:
+            return _print_result(verb, preview, args, dry=True)
+        question = f"{op.split('_')[0]} {len(preview.done)} job(s) matching the filter? [y/N] "
+        if not sys.stdin.isatty():
+            raise ValueError(
+                f"{len(preview.done)} job(s) match: pass --yes to act on them "
+                "(or --dry-run to list them)"
+            )
+        if input(question).strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    return _print_result(verb, await getattr(app, op)(**target, **extra), args, dry=False)
+
+
 async def _job_retry(app: Chancy, args: argparse.Namespace) -> int:
-    return _print_result("retried", await app.retry_jobs(**_target(args)))
+    return await _bulk(app, args, "retry_jobs", "retried")
 
 
 async def _job_purge(app: Chancy, args: argparse.Namespace) -> int:
-    result = await app.purge_jobs(**_target(args), include_running=args.include_running)
-    return _print_result("purged", result)
+    return await _bulk(app, args, "purge_jobs", "purged", include_running=args.include_running)
+
+
+async def _job_move(app: Chancy, args: argparse.Namespace) -> int:
+    return await _bulk(app, args, "move_jobs", f"moved to {args.to}", queue=args.to)
+
+
+async def _job_reprioritize(app: Chancy, args: argparse.Namespace) -> int:
+    return await _bulk(
+        app, args, "reprioritize_jobs", f"set to priority {args.priority}", priority=args.priority
+    )
 
 
 async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
@@ -324,7 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="resume by itself after this many seconds (default: stay paused)",
     )
-    command(qsub, "resume", _queue_resume, "resume a paused queue").add_argument("name")
+    p.add_argument(
+        "--resume-at",
+        type=_future,
+        metavar="WHEN",
+        help="resume by itself at this time: ISO 8601 (UTC unless it names a zone) or a "
+        "duration from now such as 30m",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(qsub, "resume", _queue_resume, "resume a paused queue")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = command(qsub, "stats", _queue_stats, "jobs waiting/running/finished per queue, workers")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -338,30 +488,64 @@ def build_parser() -> argparse.ArgumentParser:
     command(jsub, "cancel", _job_cancel, "cancel a job (a running one is stopped)").add_argument(
         "id"
     )
-    p = command(jsub, "list", _job_list, "list the newest jobs")
-    p.add_argument("--queue")
-    p.add_argument("--state", choices=[s.value for s in QueuedJob.State])
-    p.add_argument("--func")
+    states = [s.value for s in QueuedJob.State]
+    when = "ISO 8601 time (UTC unless it names a zone) or a duration ago such as 1h"
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--queue", help="only jobs of this queue")
+        p.add_argument("--state", choices=states, help="only jobs in this state")
+        p.add_argument("--func", help="only jobs of this function (dotted path)")
+        p.add_argument("--since", type=_moment, metavar="WHEN", help=f"pushed at or after: {when}")
+        p.add_argument("--until", type=_moment, metavar="WHEN", help=f"pushed before: {when}")
+
+    p = command(jsub, "list", _job_list, "list the newest jobs, newest first")
+    filters(p)
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--after", help="the last id of the previous page")
+    p.add_argument("--json", action="store_true", help="print JSON")
     for name, func, help_ in [
-        ("retry", _job_retry, "run finished jobs again (by id, or every job matching filters)"),
-        ("purge", _job_purge, "delete jobs (by id, or every job matching filters)"),
+        ("retry", _job_retry, "run finished jobs again now (attempts reset, errors kept)"),
+        ("purge", _job_purge, "delete jobs (never a running one unless --include-running)"),
+        ("move", _job_move, "move unfinished jobs to another queue"),
+        ("reprioritize", _job_reprioritize, "change the priority of unfinished jobs"),
     ]:
-        p = command(jsub, name, func, help_)
+        p = command(
+            jsub,
+            name,
+            func,
+            f"{help_}; by id, or every job matching filters (asks first unless --yes)",
+        )
         p.add_argument("ids", nargs="*", metavar="id")
-        p.add_argument("--queue")
-        p.add_argument("--state", choices=[s.value for s in QueuedJob.State])
-        p.add_argument("--func")
+        filters(p)
         p.add_argument("--all", action="store_true", help="no filter: every job")
+        p.add_argument(
+            "--dry-run", action="store_true", help="change nothing: say what would be done"
+        )
+        p.add_argument("--yes", action="store_true", help="act on a filter without asking")
+        p.add_argument("--json", action="store_true", help="print JSON")
         if name == "purge":
             p.add_argument("--include-running", action="store_true")
+        if name == "move":
+            p.add_argument("--to", required=True, metavar="QUEUE", help="the queue to move to")
+        if name == "reprioritize":
+            p.add_argument("--priority", type=int, required=True)
     p = command(jsub, "push", _job_push, "push a job by function path")
     p.add_argument("func", help="importable function, e.g. myproject.tasks.send_email")
     p.add_argument("--queue", default="default")
     p.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--max-attempts", type=int, default=1)
+    p.add_argument(
+        "--scheduled-at",
+        type=_future,
+        metavar="WHEN",
+        help="run no earlier than: ISO 8601 (UTC unless it names a zone) or a duration from now",
+    )
+    p.add_argument("--unique-key", help="at most one unfinished job holds this key")
+    p.add_argument(
+        "--limit", type=_limits, metavar="LIMITS", help="resource limits, e.g. memory=512M,time=30s"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     workers = groups.add_parser("worker", help="inspect workers")
     wsub = workers.add_subparsers(dest="command", required=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,13 +97,15 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert cli("queue", "resume", "mail").returncode == 0
     assert job_id in cli("job", "list", "--queue", "mail", "--state", "failed").stdout
     assert cli("job", "list", "--queue", "mail", "--after", job_id).stdout == ""
-    retried = cli("job", "retry", "--queue", "mail", "--state", "failed")
+    unasked = cli("job", "retry", "--queue", "mail", "--state", "failed")  # no tty to ask on
+    assert unasked.returncode == 1 and "1 job(s) match: pass --yes" in unasked.stderr
+    retried = cli("job", "retry", "--queue", "mail", "--state", "failed", "--yes")
     assert retried.returncode == 0 and f"{job_id}: retried" in retried.stdout
     again = cli("job", "retry", job_id)
     assert "skipped: job is pending, not finished" in again.stdout
     refused = cli("job", "purge")
-    assert refused.returncode == 1 and "all=True" in refused.stderr
-    purged = cli("job", "purge", "--all")
+    assert refused.returncode == 1 and "or --all for every job" in refused.stderr
+    purged = cli("job", "purge", "--all", "--yes")
     assert "2 purged, 0 skipped" in purged.stdout, purged
     assert cli("queue", "delete", "mail").returncode == 0
     assert "mail" not in cli("queue", "list").stdout
@@ -153,3 +156,66 @@ def test_worker_list_marks_dead_workers(cli, dsn: str, prefix: str) -> None:
     assert " DEAD " in rows["gone-2"] and "!mail(failed)" in rows["gone-2"]
     as_json = json.loads(cli("worker", "list", "--json").stdout)
     assert {w["worker_id"] for w in as_json} == {"alive-1", "gone-2"}
+
+
+def test_operator_commands_push_dry_run_move_reprioritize_json(cli) -> None:
+    assert cli("misc", "migrate").returncode == 0
+    pushed = cli(
+        "job", "push", "jobs.add", "--queue", "mail", "--kwargs", '{"a": 1, "b": 2}',
+        "--scheduled-at", "1h", "--unique-key", "k1", "--max-attempts", "3",
+        "--limit", "memory=512M,time=30s", "--priority", "2", "--json",
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    job_id = json.loads(pushed.stdout)["id"]
+    got = json.loads(cli("job", "get", job_id).stdout)
+    assert got["unique_key"] == "k1" and got["max_attempts"] == 3 and got["priority"] == 2
+    assert sorted((lim["type"], lim["value"]) for lim in got["limits"]) == [
+        ("memory", 512 * 2**20),
+        ("time", 30),
+    ]
+    assert datetime.fromisoformat(got["scheduled_at"]) > datetime.now(UTC) + timedelta(minutes=59)
+    bad = cli("job", "push", "jobs.add", "--limit", "memory=lots")
+    assert bad.returncode == 2 and "expected e.g. memory=512M,time=30s" in bad.stderr
+
+    listed = json.loads(cli("job", "list", "--since", "1h", "--json").stdout)
+    assert [j["id"] for j in listed] == [job_id]
+    assert json.loads(cli("job", "list", "--until", "1h", "--json").stdout) == []
+
+    # A dry run says exactly what would happen and changes nothing.
+    dry = cli("job", "move", "--queue", "mail", "--to", "other", "--dry-run", "--json")
+    assert json.loads(dry.stdout) == {"dry_run": True, "done": [job_id], "skipped": {}}
+    assert json.loads(cli("job", "get", job_id).stdout)["queue"] == "mail"
+    text = cli("job", "move", "--queue", "mail", "--to", "other", "--dry-run")
+    assert f"{job_id}: would be moved to other" in text.stdout
+    moved = cli("job", "move", job_id, "--to", "other")  # by id: no question asked
+    assert moved.returncode == 0 and f"{job_id}: moved to other" in moved.stdout
+    assert json.loads(cli("job", "get", job_id).stdout)["queue"] == "other"
+    both = cli("job", "move", job_id, "--queue", "other", "--to", "mail")
+    assert both.returncode == 1 and "not both" in both.stderr
+
+    re = cli("job", "reprioritize", "--queue", "other", "--priority", "9", "--yes", "--json")
+    assert json.loads(re.stdout)["done"] == [job_id]
+    assert json.loads(cli("job", "get", job_id).stdout)["priority"] == 9
+
+    assert cli("queue", "declare", "other").returncode == 0
+    paused = cli("queue", "pause", "other", "--resume-at", "2099-01-01T00:00:00", "--json")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)["resume_at"].startswith("2099-01-01T00:00:00")
+    assert cli("queue", "pause", "other", "--for", "5", "--resume-at", "1h").returncode == 1
+    resumed = json.loads(cli("queue", "resume", "other", "--json").stdout)
+    assert resumed["state"] == "active" and resumed.get("resume_at") is None
+    assert cli("misc", "migrate", "--to-version", "0").returncode == 0
+
+
+def test_every_operator_command_has_help_and_json() -> None:
+    for command in (
+        ["job", "list"], ["job", "retry"], ["job", "purge"], ["job", "move"],
+        ["job", "reprioritize"], ["job", "push"], ["queue", "stats"], ["queue", "pause"],
+        ["queue", "resume"], ["queue", "list"], ["worker", "list"],
+    ):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "chancy.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0 and "--json" in result.stdout, command

@@ -14,8 +14,10 @@ from chancy.worker import Worker
 
 pytestmark = pytest.mark.anyio
 
-# Jobs become due at their scheduled_at; the fetcher sees that within its 1 s poll.
-POLL_SLACK = 1.6
+# Jobs become due at their scheduled_at; the fetcher sees that within its 1 s poll. The lower
+# bound (never before the backoff) is the promise; the upper one only catches "much later"
+# and is loose, since a loaded 2-core machine can delay a poll by seconds.
+POLL_SLACK = 5.0
 
 
 def times(path: Path) -> list[float]:
