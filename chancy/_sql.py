@@ -195,9 +195,24 @@ def job_from_text_row(row: tuple) -> QueuedJob:
     return job
 
 
+#: PostgreSQL refuses a NOTIFY payload of 8000 bytes or more, and aborts the transaction.
+MAX_NOTICE_BYTES = 7999
+
+
 def event(kind: str, **fields: Any) -> str:
-    """A notification payload: compact JSON with the event kind under `t`."""
-    return json.dumps({"t": kind, **fields}, separators=(",", ":"))
+    """A notification payload: compact JSON with the event kind under `t`, always short enough.
+
+    A payload over `MAX_NOTICE_BYTES` (a push spanning many long-named queues, a plugin's big
+    payload) is replaced so that the NOTIFY can never abort the transaction carrying it: a
+    "pushed" notice by one that wakes every queue (``q: null``), any other by ``{"t": kind,
+    "overflow": true}`` (listeners then look for themselves, e.g. `wait_for_job` polls).
+    """
+    text = json.dumps({"t": kind, **fields}, separators=(",", ":"), default=str)
+    if len(text) * 4 <= MAX_NOTICE_BYTES or len(text.encode()) <= MAX_NOTICE_BYTES:
+        return text
+    if kind == "pushed":
+        return json.dumps({"t": kind, "q": None}, separators=(",", ":"))
+    return json.dumps({"t": kind, "overflow": True}, separators=(",", ":"))
 
 
 # -- the worker's statements ---------------------------------------------------------------

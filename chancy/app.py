@@ -1475,7 +1475,7 @@ class Chancy:
     # -- notifications -----------------------------------------------------------------------
 
     def _payload(self, event_name: str, payload: dict[str, Any]) -> str:
-        return json.dumps({"t": event_name, **payload}, separators=(",", ":"), default=str)
+        return event(event_name, **payload)
 
     async def _notify_conn(self, conn: Conn, event_name: str, payload: dict[str, Any]) -> None:
         if self.notifications:

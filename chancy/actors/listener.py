@@ -93,7 +93,10 @@ class Listener:
             return
         hub = self.worker.hub
         if kind == "pushed":
-            for queue in message.get("q") or ():
+            queues = message.get("q")
+            if queues is None:  # too many to name: every queue looks
+                hub.emit(QUEUE_WAKE, queue=None)
+            for queue in queues or ():
                 hub.emit(QUEUE_WAKE, queue=queue)
         elif kind == "queue.changed":
             hub.emit(QUEUE_CHANGED, queue=message.get("q"))
