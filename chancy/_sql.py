@@ -174,17 +174,21 @@ def job_from_text_row(row: tuple) -> QueuedJob:
         state,
         errors,
     ) = row
+    kwargs = _json_text(kwargs, {})
+    meta = _json_text(meta, {})
+    if type(kwargs) is not dict or type(meta) is not dict:
+        raise TypeError("kwargs and meta must be JSON objects")
     job = object.__new__(QueuedJob)
     job.__dict__.update(
         func=func,
         queue=queue,
-        kwargs=_json_text(kwargs, {}),
+        kwargs=kwargs,
         priority=priority,
         max_attempts=max_attempts,
         scheduled_at=scheduled_at,
         limits=[Limit.deserialize(item) for item in _json_text(limits, [])],
         unique_key=unique_key,
-        meta=_json_text(meta, {}),
+        meta=meta,
         id=id_,
         started_at=started_at,
         completed_at=completed_at,
@@ -193,6 +197,74 @@ def job_from_text_row(row: tuple) -> QueuedJob:
         errors=_json_text(errors, []),
     )
     return job
+
+
+#: What a malformed row (written straight into the table) can raise while it is decoded.
+_ROW_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+
+
+def read_job(row: tuple) -> QueuedJob:
+    """`job_from_text_row`, except that a row which does not decode (written by hand: a limit
+    of -1, kwargs nested too deep...) gives a stand-in naming the bad columns instead of
+    raising: the worker fails it at once (one bad row never holds up its batch), and an
+    operator can still read it."""
+    try:
+        return job_from_text_row(row)
+    except _ROW_ERRORS:
+        return malformed_job(dict(zip(JOB_COLUMNS, row, strict=True)))
+
+
+def malformed_job(columns: dict[str, Any]) -> QueuedJob:
+    """A stand-in for the job of a row of text columns that does not decode: its id, queue,
+    func, counters and state as stored, no kwargs or limits, and ``malformed`` (read with
+    `malformed_reason`) naming each bad column."""
+    problems = []
+    decoded: dict[str, Any] = {}
+    for name, kind in (("kwargs", dict), ("limits", list), ("meta", dict), ("errors", list)):
+        raw = columns.get(name)
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"expected a JSON {'object' if kind is dict else 'array'}")
+            if name == "limits":
+                for item in value or ():
+                    Limit.deserialize(item)
+            decoded[name] = value
+        except _ROW_ERRORS as exc:
+            problems.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
+    if not problems:
+        problems.append("the row does not decode")
+
+    def number(name: str, default: int) -> Any:
+        value = columns.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    job = object.__new__(QueuedJob)
+    job.__dict__.update(
+        id=str(columns["id"]),
+        queue=str(columns.get("queue")),
+        func=str(columns.get("func")),
+        kwargs={},
+        priority=number("priority", 0),
+        max_attempts=number("max_attempts", 1),
+        scheduled_at=columns.get("scheduled_at"),
+        limits=[],
+        unique_key=columns.get("unique_key"),
+        meta=decoded.get("meta") or {},
+        started_at=columns.get("started_at"),
+        completed_at=columns.get("completed_at"),
+        attempts=number("attempts", 0),
+        state=_STATES.get(str(columns.get("state")), QueuedJob.State.FAILED),
+        errors=decoded.get("errors") or [],
+        _malformed="malformed job row: " + "; ".join(problems),
+    )
+    return job
+
+
+def malformed_reason(job: QueuedJob) -> str | None:
+    """Why `job` is a stand-in for a row that does not decode (see `read_job`), or None."""
+    reason: str | None = job.__dict__.get("_malformed")
+    return reason
 
 
 #: PostgreSQL refuses a NOTIFY payload of 8000 bytes or more, and aborts the transaction.

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from chancy import _sql
 from chancy._blocking import BlockingConn, BlockingCursorConn, blocking_sleep, run_blocking
 from chancy._db import Conn, CursorConn, Database, dumps
-from chancy._sql import QUEUE_SELECT, Tables, event, job_from_row
+from chancy._sql import QUEUE_SELECT, Tables, event, read_job, text_job_columns
 from chancy.admin import JobFilter, JobsResult, QueueStats
 from chancy.errors import InvalidJobError, UnknownQueueError
 from chancy.job import Job, QueuedJob, Reference, uuid7
@@ -714,7 +714,13 @@ class Chancy:
         rows = await conn.fetchall(
             self.tables.q("SELECT " + QUEUE_SELECT + " FROM {queues} ORDER BY name")
         )
-        return [_queue_from_row(row) for row in rows]
+        queues = []
+        for row in rows:
+            try:
+                queues.append(_queue_from_row(row))
+            except (ValueError, TypeError, KeyError) as exc:  # a row written by hand
+                self.log.error("queue %r is skipped: its row is malformed: %s", row[0], exc)
+        return queues
 
     async def get_undeclared_queues(self) -> dict[str, int]:
         """`{queue name: unfinished jobs}` for queues that hold jobs but are not declared.
@@ -885,9 +891,10 @@ class Chancy:
 
     async def _get_job(self, conn: Conn, ref: Reference | str) -> QueuedJob | None:
         row = await conn.fetchone(
-            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = %s"), (_ref_id(ref),)
+            self.tables.q("SELECT {columns} FROM {jobs} WHERE id = %s", columns=text_job_columns()),
+            (_ref_id(ref),),
         )
-        return job_from_row(row) if row else None
+        return read_job(row) if row else None
 
     async def get_jobs(self, refs: Sequence[Reference | str]) -> list[QueuedJob]:
         """The jobs `refs` point to, in the order of `refs`; jobs that no longer exist are left
@@ -903,9 +910,13 @@ class Chancy:
         if not ids:
             return []
         rows = await conn.fetchall(
-            self.tables.q("SELECT {job_columns} FROM {jobs} WHERE id = ANY(%s::uuid[])"), (ids,)
+            self.tables.q(
+                "SELECT {columns} FROM {jobs} WHERE id = ANY(%s::uuid[])",
+                columns=text_job_columns(),
+            ),
+            (ids,),
         )
-        by_id = {job.id: job for job in map(job_from_row, rows)}
+        by_id = {job.id: job for job in map(read_job, rows)}
         return [by_id[i] for i in ids if i in by_id]
 
     async def wait_for_job(
@@ -1131,7 +1142,7 @@ class Chancy:
     async def _list_jobs(self, conn: Conn, plan: dict[str, Any]) -> list[QueuedJob]:
         where = _sql.jobs_where(**{name: True for name in plan if name != "limit"})
         rows = await conn.fetchall(_sql.list_jobs_query(self.tables, where), plan)
-        return [_sql.job_from_text_row(row) for row in rows]
+        return [_sql.read_job(row) for row in rows]
 
     async def retry_jobs(
         self,

@@ -56,7 +56,7 @@ class Limit:
 
     @classmethod
     def deserialize(cls, data: dict) -> Limit:
-        return cls(Limit.Type(data["type"]), data["value"])
+        return cls(data["type"], data["value"])  # __post_init__ names a bad type or value
 
 
 def _now() -> datetime:

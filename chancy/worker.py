@@ -49,9 +49,9 @@ from chancy._sql import (
     announce_worker_query,
     claim_query,
     event,
-    job_from_text_row,
     rate_limit_use_query,
     rate_limit_window_query,
+    read_job,
     release_running_query,
     remove_worker_query,
 )
@@ -99,8 +99,8 @@ def _as_conn(conn: Conn | psycopg.AsyncConnection | psycopg.Connection) -> Conn:
     raise TypeError(f"expected a database connection, got {type(conn).__name__}")
 
 
-#: A `QueuedJob` from a `claim_query` row (see `chancy._sql.job_from_text_row`).
-job_from_claim_row = job_from_text_row
+#: A `QueuedJob` from a `claim_query` row (see `chancy._sql.read_job`).
+job_from_claim_row = read_job
 
 
 def _in_claim_order(rows: list[tuple]) -> list[QueuedJob]:

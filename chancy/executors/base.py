@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import anyio.abc
 
+from chancy._sql import malformed_reason
 from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.allowlist import JobNotAllowed
-from chancy.errors import RemoteJobError
+from chancy.errors import InvalidJobError, RemoteJobError
 from chancy.job import Limit, QueuedJob, import_function
 from chancy.queue import Queue
 
@@ -207,6 +208,11 @@ class Executor(abc.ABC):
         """Run the `on_job_starting` hooks, record the job as running and start it."""
         self.running[job.id] = job
         self._idle.clear()
+        malformed = malformed_reason(job)
+        if malformed is not None:  # a row written by hand that does not decode
+            self.worker.log.error("job %s: %s", job.id, malformed)
+            await self.job_finished(job, error=InvalidJobError(malformed))
+            return
         allowed = self.worker.allowed_functions
         if allowed is not None and not allowed.permits(job.func):
             try:
