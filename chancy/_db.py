@@ -263,15 +263,39 @@ class Database:
         max_size: int,
         connect_timeout: float,
         log: logging.Logger,
+        listen_dsn: str | None = None,
+        connection_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_dsn(dsn)
+        if listen_dsn is not None:
+            check_dsn(listen_dsn)
         self.dsn = dsn
+        #: Where the LISTEN connection goes (a transaction-mode pooler cannot carry it).
+        self.listen_dsn = listen_dsn or dsn
+        # One dict, shared with the pools (psycopg_pool reads it for every new connection), so
+        # that `name_connections` reaches connections opened later by a pool already open.
+        self._named = "application_name" in (connection_kwargs or {})  # the user's choice wins
+        self._connect_kwargs: dict[str, Any] = {
+            "application_name": "chancy",
+            **(connection_kwargs or {}),
+            "autocommit": True,
+        }
         self.min_size = min_size
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.log = log
         self.async_pool: AsyncConnectionPool | None = None
         self.sync_pool: ConnectionPool | None = None
+
+    @property
+    def application_name(self) -> str:
+        return str(self._connect_kwargs["application_name"])
+
+    def name_connections(self, name: str) -> None:
+        """Set `application_name` (seen in `pg_stat_activity`) of connections opened from now
+        on; a connection the pool already holds keeps its name until it is recycled."""
+        if not self._named:
+            self._connect_kwargs["application_name"] = name[:63]  # NAMEDATALEN - 1
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -291,7 +315,9 @@ class Database:
             remaining = deadline - time.monotonic()
             try:
                 timeout = max(1, min(10, int(remaining) + 1))
-                psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True).close()
+                psycopg.connect(
+                    self.dsn, **{**self._connect_kwargs, "connect_timeout": timeout}
+                ).close()
                 return
             except psycopg.Error as exc:
                 reason = connect_error_reason(exc)
@@ -323,7 +349,7 @@ class Database:
             "conninfo": self.dsn,
             "min_size": self.min_size,
             "max_size": self.max_size,
-            "kwargs": {"autocommit": True},
+            "kwargs": self._connect_kwargs,
             "open": False,
             "reconnect_timeout": max(self.connect_timeout, 1),
         }
@@ -385,7 +411,7 @@ class Database:
     async def dedicated(self) -> AsyncIterator[Conn]:
         """A connection outside the pool (for LISTEN), closed on exit."""
         if _on_asyncio():
-            raw = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            raw = await psycopg.AsyncConnection.connect(self.listen_dsn, **self._connect_kwargs)
             try:
                 yield _AsyncConn(raw)
             finally:
@@ -393,7 +419,7 @@ class Database:
                     await raw.close()
         else:
             raw_s = await anyio.to_thread.run_sync(
-                lambda: psycopg.connect(self.dsn, autocommit=True)
+                lambda: psycopg.connect(self.listen_dsn, **self._connect_kwargs)
             )
             try:
                 yield _ThreadConn(raw_s)

@@ -480,6 +480,8 @@ class Chancy:
         notifications: bool = True,
         strict_queues: bool = False,
         log: logging.Logger | None = None,
+        listen_dsn: str | None = None,
+        connection_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(min_connection_pool_size, int) or min_connection_pool_size < 0:
             raise ValueError("min_connection_pool_size: expected an integer >= 0")
@@ -518,6 +520,14 @@ class Chancy:
         self.plugins: list[Plugin] = check_plugins(
             _default_plugins() if plugins is None else list(plugins)
         )
+        if connection_kwargs is not None and not isinstance(connection_kwargs, dict):
+            raise ValueError("connection_kwargs: expected a dict of psycopg.connect() arguments")
+        #: Where the notification listener connects (default: `dsn`). Behind a pooler in
+        #: transaction mode, give the server itself here: LISTEN needs a session of its own.
+        self.listen_dsn = listen_dsn
+        #: Extra `psycopg.connect()` arguments for every connection, e.g.
+        #: ``{"prepare_threshold": None}`` behind a transaction-mode pooler.
+        self.connection_kwargs = dict(connection_kwargs or {})
         #: The backend-neutral database access used by Chancy's own code.
         self.db = Database(
             dsn,
@@ -525,6 +535,8 @@ class Chancy:
             max_size=max_connection_pool_size,
             connect_timeout=poll_reconnect_timeout,
             log=self.log,
+            listen_dsn=listen_dsn,
+            connection_kwargs=self.connection_kwargs,
         )
 
     def __repr__(self) -> str:

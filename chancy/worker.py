@@ -157,6 +157,8 @@ class Worker:
         self.incarnation = secrets.token_hex(6)
         #: What this worker writes to a job's `taken_by`.
         self.taken_by = f"{self.worker_id}:{self.incarnation}"
+        # Operators see who holds which connection in pg_stat_activity.
+        chancy.db.name_connections(f"chancy-{self.worker_id}")
         #: The number of seconds between heartbeat poll intervals.
         self.heartbeat_poll_interval = _positive("heartbeat_poll_interval", heartbeat_poll_interval)
         #: Seconds without a heartbeat after which a worker is considered gone.

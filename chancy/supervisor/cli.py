@@ -159,19 +159,20 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
         else None
     )
     status_file: Path = args.status_file or default_status_file()
+    # Built before the pools open, so that every connection is named after the worker.
+    worker = Worker(
+        app,
+        worker_id=args.worker_id,
+        tags=set(args.tag),
+        shutdown_timeout=args.shutdown_timeout,
+        heartbeat_poll_interval=args.heartbeat_poll_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        register_signal_handlers=True,
+        allowed_functions=allow,
+    )
     async with app:
         if args.migrate:
             await app.migrate()
-        worker = Worker(
-            app,
-            worker_id=args.worker_id,
-            tags=set(args.tag),
-            shutdown_timeout=args.shutdown_timeout,
-            heartbeat_poll_interval=args.heartbeat_poll_interval,
-            heartbeat_timeout=args.heartbeat_timeout,
-            register_signal_handlers=True,
-            allowed_functions=allow,
-        )
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
