@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from chancy.wire import (
     StopJob,
 )
 
-from . import _tree
+from ._cgroup import Cgroups
 from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
 
 MiB = 1024 * 1024
@@ -218,12 +219,19 @@ class ChildPool:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._used = False
         self._watchdog = Watchdog(self.logger)
+        #: Where children get cgroups of their own (None: tree walking and sessions only).
+        self.cgroups: Cgroups | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[ChildPool]:
         self._watchdog.start()
+        self.cgroups = await anyio.to_thread.run_sync(Cgroups.detect)
+        self.logger.debug(
+            "child processes are contained by %s",
+            self.cgroups.mechanism if self.cgroups else "their session and process tree",
+        )
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -240,6 +248,8 @@ class ChildPool:
                     tg.cancel_scope.cancel()
         finally:
             await self._watchdog.close()
+            if self.cgroups is not None:
+                self.cgroups.close()
         self._tg = None
         self._free_send.close()
         self._free_receive.close()
@@ -298,6 +308,7 @@ class ChildPool:
             max_frame_size=self.max_frame_size,
             frame_timeout=self.frame_timeout,
             logger=self.logger,
+            cgroups=self.cgroups,
         )
         self._watchdog.add(child.pid)
         child.on_gone = self._watchdog.remove
@@ -499,6 +510,14 @@ class ChildPool:
                 finally:
                     self._running.pop(job_id, None)
                 if not isinstance(outcome, _NotStarted):
+                    if outcome.child_exit is None:
+                        left = await child.sweep()
+                        if left:
+                            self.logger.warning(
+                                "job %s left processes running after it ended (%s); killed",
+                                job_id,
+                                ", ".join(map(str, left)),
+                            )
                     break
                 # The child never took the job (dead, or stuck on an earlier job's code): none
                 # of the job ran, so it goes to a fresh child without costing an attempt.
@@ -592,6 +611,37 @@ class ChildPool:
 
     async def _run_on(self, running: _Running, job: bytes) -> Outcome | _NotStarted:
         child = running.child
+        cgroup = child.cgroup
+        limit = running.memory_limit
+        if cgroup is None or limit is None:
+            return await self._run_on_child(running, job)
+        # The kernel's limit, above ours: it acts only if the monitor is late (a spike
+        # between two samples), and then the job still ends with a memory-limit error.
+        backstop = limit + max(limit // 4, 64 * MiB)
+        oom_before = cgroup.oom_kills()
+        cgroup.set_memory_max(backstop)
+        try:
+            outcome = await self._run_on_child(running, job)
+        finally:
+            if child.returncode is None:
+                cgroup.set_memory_max(None)
+        if (
+            isinstance(outcome, Outcome)
+            and outcome.child_exit is not None
+            and running.verdict is None
+            and cgroup.oom_kills() > oom_before
+        ):
+            message = (
+                f"memory limit exceeded: over {limit // MiB} MiB, the kernel stopped it "
+                f"at {backstop // MiB} MiB"
+            )
+            outcome = dataclasses.replace(
+                outcome, error=_error(MemoryLimitExceeded.__name__, message)
+            )
+        return outcome
+
+    async def _run_on_child(self, running: _Running, job: bytes) -> Outcome | _NotStarted:
+        child = running.child
         started = time.monotonic()
         try:
             if running.monitored:
@@ -649,9 +699,7 @@ class ChildPool:
         child = running.child
         while not running.done:
             if running.memory_limit is not None:
-                rss = await anyio.to_thread.run_sync(
-                    _tree.tree_rss, child.process, limiter=thread_limiter()
-                )
+                rss = await anyio.to_thread.run_sync(child.memory, limiter=thread_limiter())
                 if rss > running.memory_limit:
                     running.detected_at = time.time()
                     used, limit = rss // MiB, running.memory_limit // MiB

@@ -32,6 +32,7 @@ from chancy.wire import (
 from chancy.wire._socket import SocketStream
 
 from . import _tree
+from ._cgroup import Cgroups, ChildCgroup
 from ._env import child_environment
 from .errors import ChildStartError
 
@@ -99,6 +100,8 @@ class ChildProcess:
         self._output = output
         self._output_done = anyio.Event()
         self._swept: anyio.Event | None = None
+        #: The child's own cgroup, where the supervisor could make one (see `_cgroup`).
+        self.cgroup: ChildCgroup | None = None
         self._logger = logger
 
     @classmethod
@@ -113,6 +116,7 @@ class ChildProcess:
         max_frame_size: int = MAX_FRAME_SIZE,
         frame_timeout: float = FRAME_TIMEOUT,
         logger: logging.Logger | None = None,
+        cgroups: Cgroups | None = None,
     ) -> ChildProcess:
         """Start a child, pump its output into *task_group*, and complete the handshake."""
         logger = logger or logging.getLogger("chancy.supervisor")
@@ -153,6 +157,8 @@ class ChildProcess:
         )
         output_stream = SocketStream(output)
         child = cls(popen, process, frames, output_stream, logger)
+        if cgroups is not None:  # before the handshake: no job code has run yet
+            child.cgroup = cgroups.for_child(popen.pid)
         task_group.start_soon(child._pump_output)
         try:
             with anyio.fail_after(handshake_timeout):
@@ -237,6 +243,25 @@ class ChildProcess:
     async def receive(self) -> Message:
         return await self.frames.receive()
 
+    def memory(self) -> int:
+        """Bytes the job's processes hold: RSS over the tree, or (where the child has a cgroup)
+        what its cgroup is charged, tmpfs pages and escaped processes included (blocking)."""
+        rss = _tree.tree_rss(self.process)
+        if self.cgroup is not None:
+            rss = max(rss, self.cgroup.memory_bytes() or 0)
+        return rss
+
+    async def sweep(self) -> list[int]:
+        """Kill what the last job left running in the child's cgroup (daemons, grandchildren
+        that left the session): no process a job starts outlives the job."""
+        cgroup = self.cgroup
+        if cgroup is None or cgroup.pids() in ([], [self.pid]):  # the usual case: one read
+            return []
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(
+                cgroup.kill_others, self.pid, limiter=thread_limiter()
+            )
+
     def has_input(self) -> bool:
         """Whether the child has sent something not read yet (or closed its channel).
 
@@ -285,6 +310,8 @@ class ChildProcess:
             procs = await anyio.to_thread.run_sync(
                 _tree.kill_tree, self.process, self.pid, limiter=thread_limiter()
             )
+            if self.cgroup is not None:  # what left the session and the tree too
+                await anyio.to_thread.run_sync(self.cgroup.kill, wait, limiter=thread_limiter())
             others = [p for p in procs if p.pid != self.pid]
             code = await self.wait(wait)
             with anyio.move_on_after(wait):
@@ -295,6 +322,8 @@ class ChildProcess:
                     if others:
                         await anyio.sleep(0.002)
             await self._close_channel()
+            if code is not None and self.cgroup is not None:
+                self.cgroup.remove()
             if code is not None and self.on_gone is not None:
                 on_gone, self.on_gone = self.on_gone, None
                 on_gone(self.pid)

@@ -242,3 +242,44 @@ def fake_done(*, job: QueuedJob) -> None:
     fd = int(sys.argv[sys.argv.index("--fd") + 1])
     os.write(fd, encode(JobDone(job_id=job.id, ok=True, meta=b"{}")))
     time.sleep(30)
+
+
+def _daemonize(pidfile: str) -> None:
+    """Leave the session and the tree (setsid, double fork): the daemon is init's child."""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(pidfile + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(pidfile + ".tmp", pidfile)
+            time.sleep(600)
+        os._exit(0)
+    os.wait()
+    while not os.path.exists(pidfile):
+        time.sleep(0.01)
+
+
+def daemon_then_hang(pidfile: str) -> None:
+    _daemonize(pidfile)
+    while True:  # deaf to the stop: killed at the end of the grace
+        try:
+            time.sleep(60)
+        except BaseException:  # noqa: B036 - hostile on purpose
+            pass
+
+
+def daemon_then_return(pidfile: str) -> str:
+    _daemonize(pidfile)
+    return "done"
+
+
+def fill_shm(path: str, mib: int, pace: float = 0.0) -> None:
+    """Write *mib* MiB into a tmpfs file (*pace* seconds per MiB): memory that is no
+    process's RSS."""
+    chunk = b"x" * (1024 * 1024)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(chunk)
+            f.flush()
+            time.sleep(pace)
+    time.sleep(30)

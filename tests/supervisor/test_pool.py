@@ -16,6 +16,7 @@ import pytest
 from supervisor_helpers import MiB, gone, packed, wait_for_file, wait_gone
 
 from chancy.supervisor import ChildPool, Outcome
+from chancy.supervisor._cgroup import Cgroups
 
 pytestmark = pytest.mark.anyio
 
@@ -594,3 +595,60 @@ async def test_a_truncated_frame_fails_its_job_and_only_its_job() -> None:
     assert "incomplete frame: 10 of 1000 payload bytes after 0.5 s" in bad.error.message
     assert bad.child_exit is not None and gone(bad.pid)  # type: ignore[arg-type]
     assert after.ok and after.pid != bad.pid
+
+
+# -- nothing a job starts outlives it (cgroups) -----------------------------------------
+
+needs_cgroups = pytest.mark.skipif(
+    Cgroups.detect() is None,
+    reason="no cgroup can be made here (needs root or a delegated cgroup subtree)",
+)
+
+
+@needs_cgroups
+async def test_a_daemon_that_left_the_session_dies_with_its_killed_job(tmp_path: Path) -> None:
+    pidfile = str(tmp_path / "daemon.pid")
+    async with pool(stop_grace=0.3) as p:
+        assert p.cgroups is not None
+        outcome = await run(p, "daemon_then_hang", pidfile=pidfile, time_limit=1)
+    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    daemon = int(Path(pidfile).read_text())
+    assert psutil.Process(daemon).ppid() != outcome.pid if not gone(daemon) else True
+    await wait_gone(daemon)
+
+
+@needs_cgroups
+async def test_a_daemon_left_by_a_job_that_returned_is_killed(tmp_path: Path) -> None:
+    pidfile = str(tmp_path / "daemon.pid")
+    async with pool() as p:
+        first = await run(p, "daemon_then_return", pidfile=pidfile)
+        daemon = int(Path(pidfile).read_text())
+        await wait_gone(daemon)  # killed as the job ended, before the next one
+        second = await run(p, "returns")
+    assert first.ok and second.ok and second.pid == first.pid  # the child itself is kept
+
+
+@needs_cgroups
+@pytest.mark.parametrize(
+    ("pace", "message"),
+    [
+        (0.01, r"memory limit exceeded: 1\d\d MiB > 100 MiB"),  # the monitor sees the tmpfs
+        (0.0, r"memory limit exceeded: (1\d\d MiB > 100 MiB|over 100 MiB, the kernel)"),
+    ],
+    ids=["monitor", "faster-than-the-monitor"],
+)
+async def test_tmpfs_pages_count_against_the_memory_limit(pace: float, message: str) -> None:
+    """Pages written into /dev/shm are no process's RSS; the child's cgroup is charged."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm tmpfs here")
+    path = shm / f"chancy-test-{os.getpid()}"
+    try:
+        async with pool(monitor_interval=0.05) as p:
+            outcome = await run(
+                p, "fill_shm", path=str(path), mib=300, pace=pace, memory_limit=100 * MiB
+            )
+    finally:
+        path.unlink(missing_ok=True)
+    assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+    assert re.search(message, outcome.error.message), outcome.error.message
