@@ -33,7 +33,10 @@ JOB_COLUMNS = (
     "attempts",
     "state",
     "errors",
+    "result",
 )
+#: What a claim returns: a job being claimed has no result yet.
+CLAIM_COLUMNS = JOB_COLUMNS[:-1]
 
 
 def check_prefix(prefix: str) -> str:
@@ -111,6 +114,7 @@ def job_from_row(row: tuple) -> QueuedJob:
         attempts,
         state,
         errors,
+        result,
     ) = row
     return QueuedJob(
         id=str(id_),
@@ -128,6 +132,7 @@ def job_from_row(row: tuple) -> QueuedJob:
         attempts=attempts,
         state=QueuedJob.State(state),
         errors=list(errors or []),
+        result=result,
     )
 
 
@@ -220,18 +225,19 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     """Write a batch of job updates in one statement and notify the finished ones.
 
     Parameters: the batch as one JSON array of objects (id, state, scheduled_at, completed_at,
-    meta, errors, attempts: the attempt each update belongs to), then `taken_by` and the
-    channel. Each row is written only while the job is still running, held by this worker, in
-    that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
-    update puts a job back without counting the attempt. A last boolean parameter says whether
-    to send the `job.done` notices. Returns (rows written, notices sent).
+    meta, errors, result, attempts: the attempt each update belongs to), then `taken_by` and
+    the channel. Each row is written only while the job is still running, held by this worker,
+    in that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
+    update puts a job back without counting the attempt (and a failed attempt stores no
+    result). A last boolean parameter says whether to send the `job.done` notices. Returns
+    (rows written, notices sent).
     """
     return tables.q(
         """
         WITH u AS (
             SELECT * FROM json_to_recordset(%s::json) AS u(
                 id uuid, state text, scheduled_at timestamptz, completed_at timestamptz,
-                meta jsonb, errors jsonb, attempts integer)
+                meta jsonb, errors jsonb, result jsonb, attempts integer)
         ), upd AS (
             UPDATE {jobs} AS j SET
                 state = u.state,
@@ -239,6 +245,7 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
                 completed_at = u.completed_at,
                 meta = u.meta,
                 errors = u.errors,
+                result = u.result,
                 attempts = CASE WHEN u.state = 'pending' THEN j.attempts - 1 ELSE j.attempts END,
                 started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
                 taken_by = NULL
@@ -291,6 +298,6 @@ def claim_query(tables: Tables) -> sql.Composed:
         """,
         returning=sql.SQL(", ").join(
             sql.SQL("j.{}::text" if c in text_columns else "j.{}").format(sql.Identifier(c))
-            for c in JOB_COLUMNS
+            for c in CLAIM_COLUMNS
         ),
     )

@@ -139,6 +139,7 @@ def job_from_claim_row(row: tuple) -> QueuedJob:
         attempts=attempts,
         state=_STATES.get(state, _RUNNING),
         errors=_json_text(errors, []),
+        result=None,
     )
     return job
 

@@ -74,7 +74,7 @@ def test_two_processes_migrating_at_once(dsn: str, prefix: str) -> None:
     ]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in results), results
-    migrated = sum("migrated core from version 0 to 3" in err for _, err in results)
+    migrated = sum("migrated core from version 0 to 4" in err for _, err in results)
     assert migrated == 1, results
 
 

@@ -100,7 +100,9 @@ def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
             "job %s: its %s cannot be stored as JSON (%s); storing a note", job.id, field, exc
         )
         note = f"{field} could not be saved: {exc}"
-        return json.dumps({"chancy_error": note} if field == "meta" else [])
+        if field == "meta":
+            return json.dumps({"chancy_error": note})
+        return "null" if field == "result" else "[]"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -119,6 +121,7 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
             "completed_at": _iso(job.completed_at),
             "meta": job.meta,
             "errors": job.errors,
+            "result": job.result,
             "attempts": job.attempts,
         }
         for job in batch
@@ -132,6 +135,7 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
     for row, job in zip(rows, batch, strict=True):  # the slow path: find and fix the bad ones
         row["meta"] = json.loads(_json(job, "meta", job.meta, worker.log))
         row["errors"] = json.loads(_json(job, "errors", job.errors, worker.log))
+        row["result"] = json.loads(_json(job, "result", job.result, worker.log))
     return json.dumps(rows, allow_nan=False, separators=(",", ":"))
 
 
