@@ -112,7 +112,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
-    """The batch as the JSON document `update_jobs_query` reads."""
+    """The batch as the JSON document `update_jobs_query` reads (a row without "result" writes
+    NULL: most jobs return None, and their rows stay as short as they were)."""
     rows = [
         {
             "id": job.id,
@@ -121,11 +122,13 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
             "completed_at": _iso(job.completed_at),
             "meta": job.meta,
             "errors": job.errors,
-            "result": job.result,
             "attempts": job.attempts,
         }
         for job in batch
     ]
+    for row, job in zip(rows, batch, strict=True):
+        if job.result is not None:
+            row["result"] = job.result
     try:
         text = json.dumps(rows, allow_nan=False, separators=(",", ":"))
         if "\\u0000" not in text:
@@ -135,7 +138,8 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
     for row, job in zip(rows, batch, strict=True):  # the slow path: find and fix the bad ones
         row["meta"] = json.loads(_json(job, "meta", job.meta, worker.log))
         row["errors"] = json.loads(_json(job, "errors", job.errors, worker.log))
-        row["result"] = json.loads(_json(job, "result", job.result, worker.log))
+        if job.result is not None:
+            row["result"] = json.loads(_json(job, "result", job.result, worker.log))
     return json.dumps(rows, allow_nan=False, separators=(",", ":"))
 
 
