@@ -1,6 +1,7 @@
 """Exceptions raised by Chancy."""
 
 from chancy._db import DatabaseUnavailable
+from chancy._result import ResultError
 from chancy.job import JobImportError
 
 
@@ -31,5 +32,6 @@ __all__ = [
     "JobImportError",
     "MigrationRequired",
     "MigrationsNeededError",
+    "ResultError",
     "UnknownQueueError",
 ]
