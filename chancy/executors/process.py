@@ -5,8 +5,8 @@ see `chancy.supervisor.child`) each run one job at a time; the job travels as it
 JSON in a msgspec frame and its outcome (ok with the function's return value as JSON, or
 the error as type, message and formatted traceback, plus the job's meta after the run) comes
 back the same way; the child encodes the return value and refuses one that is not JSON or
-is over `max_result_size` (the supervisor only decodes JSON, never a pickle). Limits are enforced
-from outside the child (`chancy.supervisor.ChildPool`):
+is over `max_result_size` (the supervisor only decodes JSON, never a pickle). Limits are
+enforced from outside the child (`chancy.supervisor.ChildPool`):
 
 * `Limit.Type.MEMORY` (bytes): RSS summed over the child and all its descendants, sampled
   every `monitor_interval` seconds; over the limit, the whole tree is SIGKILLed at once and

@@ -18,8 +18,7 @@ with :class:`~chancy.wire.Ready` and serves :class:`~chancy.wire.RunJob` frames 
 time, each answered with a :class:`~chancy.wire.JobDone` that carries the job's meta and its
 return value as JSON (encoded here, checked against the queue's ``max_result_size``: a value
 that is not JSON or is too large fails the job). A reader thread watches the channel while a
-job runs: a
-:class:`~chancy.wire.StopJob` is delivered to the job as an exception
+job runs: a :class:`~chancy.wire.StopJob` is delivered to the job as an exception
 (:class:`~chancy.supervisor.errors.TimeLimitExceeded` or
 :class:`~chancy.supervisor.errors.JobCancelled`) raised in the main thread from a
 ``SIGUSR1`` handler; the supervisor kills the child if the job does not stop in time.
