@@ -33,7 +33,10 @@ JOB_COLUMNS = (
     "attempts",
     "state",
     "errors",
+    "result",
 )
+#: What a claim returns: a job being claimed has no result yet.
+CLAIM_COLUMNS = JOB_COLUMNS[:-1]
 
 
 def check_prefix(prefix: str) -> str:
@@ -111,6 +114,7 @@ def job_from_row(row: tuple) -> QueuedJob:
         attempts,
         state,
         errors,
+        result,
     ) = row
     return QueuedJob(
         id=str(id_),
@@ -128,23 +132,26 @@ def job_from_row(row: tuple) -> QueuedJob:
         attempts=attempts,
         state=QueuedJob.State(state),
         errors=list(errors or []),
+        result=result,
     )
 
 
 #: The columns `claim_query` and `list_jobs_query` return as text: the id and the jsonb ones,
 #: so that reading a row can skip parsing the (usually empty) JSON documents.
-TEXT_COLUMNS = frozenset({"id", "kwargs", "limits", "meta", "errors"})
+TEXT_COLUMNS = frozenset({"id", "kwargs", "limits", "meta", "errors", "result"})
 _STATES = {state.value: state for state in QueuedJob.State}
 
 
-def text_job_columns(alias: str | None = None) -> sql.Composed:
+def text_job_columns(
+    alias: str | None = None, columns: tuple[str, ...] = JOB_COLUMNS
+) -> sql.Composed:
     """`JOB_COLUMNS`, those of `TEXT_COLUMNS` cast to text (read them with
     `job_from_text_row`)."""
     return sql.SQL(", ").join(
         sql.SQL("{}::text" if c in TEXT_COLUMNS else "{}").format(
             sql.Identifier(alias, c) if alias else sql.Identifier(c)
         )
-        for c in JOB_COLUMNS
+        for c in columns
     )
 
 
@@ -173,6 +180,7 @@ def job_from_text_row(row: tuple) -> QueuedJob:
         attempts,
         state,
         errors,
+        *rest,  # `result`, except in a claim's rows (a job being claimed has none)
     ) = row
     kwargs = _json_text(kwargs, {})
     meta = _json_text(meta, {})
@@ -195,6 +203,7 @@ def job_from_text_row(row: tuple) -> QueuedJob:
         attempts=attempts,
         state=_STATES[state],
         errors=_json_text(errors, []),
+        result=json.loads(rest[0]) if rest and rest[0] is not None else None,
     )
     return job
 
@@ -211,7 +220,7 @@ def read_job(row: tuple) -> QueuedJob:
     try:
         return job_from_text_row(row)
     except _ROW_ERRORS:
-        return malformed_job(dict(zip(JOB_COLUMNS, row, strict=True)))
+        return malformed_job(dict(zip(JOB_COLUMNS, row, strict=False)))
 
 
 def malformed_job(columns: dict[str, Any]) -> QueuedJob:
@@ -256,6 +265,7 @@ def malformed_job(columns: dict[str, Any]) -> QueuedJob:
         attempts=number("attempts", 0),
         state=_STATES.get(str(columns.get("state")), QueuedJob.State.FAILED),
         errors=decoded.get("errors") or [],
+        result=None,
         _malformed="malformed job row: " + "; ".join(problems),
     )
     return job
@@ -371,18 +381,19 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     """Write a batch of job updates in one statement and notify the finished ones.
 
     Parameters: the batch as one JSON array of objects (id, state, scheduled_at, completed_at,
-    meta, errors, attempts: the attempt each update belongs to), then `taken_by` and the
-    channel. Each row is written only while the job is still running, held by this worker, in
-    that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
-    update puts a job back without counting the attempt. A last boolean parameter says whether
-    to send the `job.done` notices. Returns (rows written, notices sent).
+    meta, errors, result, attempts: the attempt each update belongs to), then `taken_by` and
+    the channel. Each row is written only while the job is still running, held by this worker,
+    in that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
+    update puts a job back without counting the attempt (and a failed attempt stores no
+    result). A last boolean parameter says whether to send the `job.done` notices. Returns
+    (rows written, notices sent).
     """
     return tables.q(
         """
         WITH u AS (
             SELECT * FROM json_to_recordset(%s::json) AS u(
                 id uuid, state text, scheduled_at timestamptz, completed_at timestamptz,
-                meta jsonb, errors jsonb, attempts integer)
+                meta jsonb, errors jsonb, result jsonb, attempts integer)
         ), upd AS (
             UPDATE {jobs} AS j SET
                 state = u.state,
@@ -390,6 +401,7 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
                 completed_at = u.completed_at,
                 meta = u.meta,
                 errors = u.errors,
+                result = u.result,
                 attempts = CASE WHEN u.state = 'pending' THEN j.attempts - 1 ELSE j.attempts END,
                 started_at = CASE WHEN u.state = 'pending' THEN NULL ELSE j.started_at END,
                 taken_by = NULL
@@ -439,7 +451,7 @@ def claim_query(tables: Tables) -> sql.Composed:
         FROM picked WHERE j.id = picked.id
         RETURNING {returning}
         """,
-        returning=text_job_columns("j"),
+        returning=text_job_columns("j", CLAIM_COLUMNS),
     )
 
 

@@ -99,8 +99,11 @@ class JobNotAllowed(ChancyError):
     """A job names a function outside the worker's allow-list (never retried)."""
 
 
-class ResultError(ChancyError):
-    """A job's return value could not be stored (not JSON-serialisable, or too large)."""
+class ResultError(ChancyError, ValueError):
+    """A job's return value that cannot be stored: not JSON, or over `max_result_size`.
+
+    The job fails with it like with any error of its own (retried by the usual rules).
+    """
 
 
 class RemoteJobError(ChancyError):

@@ -188,6 +188,9 @@ class QueuedJob(Job):
     attempts: int = 0
     state: State = State.PENDING
     errors: list[ErrorT] = dataclasses.field(default_factory=list)
+    #: What the job's function returned, as stored (JSON): None until the job succeeded, and
+    #: None when it returned None. Kept as long as the job's row (see the pruner).
+    result: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -208,6 +211,7 @@ class QueuedJob(Job):
             "attempts": self.attempts,
             "state": self.state.value,
             "errors": list(self.errors),
+            "result": self.result,
         }
 
     @classmethod
@@ -220,6 +224,7 @@ class QueuedJob(Job):
             attempts=data.get("attempts", 0),
             state=QueuedJob.State(data.get("state", "pending")),
             errors=list(data.get("errors") or []),
+            result=data.get("result"),
         )
 
 

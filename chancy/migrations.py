@@ -242,10 +242,19 @@ def _v4_down(t: Tables) -> list[sql.Composable]:
     ]
 
 
+def _v5_up(t: Tables) -> list[sql.Composable]:
+    return [t.q("ALTER TABLE {jobs} ADD COLUMN result jsonb")]
+
+
+def _v5_down(t: Tables) -> list[sql.Composable]:
+    return [t.q("ALTER TABLE {jobs} DROP COLUMN IF EXISTS result")]
+
+
 CORE = "core"
 CORE_MIGRATIONS: list[Migration] = [
     Migration(1, "queues and jobs", _v1_up, _v1_down),
     Migration(2, "workers, leader and rate limits", _v2_up, _v2_down),
     Migration(3, "per-queue status of each worker", _v3_up, _v3_down),
     Migration(4, "queue resume_at; index for listing finished jobs", _v4_up, _v4_down),
+    Migration(5, "the result of each job", _v5_up, _v5_down),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import anyio
 
@@ -118,3 +119,39 @@ async def asyncio_future_only(label: str) -> None:
     loop.call_soon(future.set_result, None)
     await future
     record(label)
+
+
+# -- return values (tests/worker/test_results.py) ----------------------------------------------
+
+
+def sync_returns(value: object = None) -> object:
+    return value
+
+
+async def async_returns(value: object = None) -> object:
+    await anyio.sleep(0)
+    return value
+
+
+def sync_returns_set() -> object:
+    return {1, 2}
+
+
+async def async_returns_set() -> object:
+    return {1, 2}
+
+
+def sync_returns_nested_bad() -> object:
+    return {"ok": [1, 2], "when": [0, datetime.now(UTC)]}
+
+
+def sync_returns_text(size: int) -> str:
+    return "x" * size
+
+
+async def async_returns_text(size: int) -> str:
+    return "x" * size
+
+
+def sync_returns_tuple_and_number_keys() -> object:
+    return {"pair": (1, "a"), 3: "three", "nul": "a\x00b"}

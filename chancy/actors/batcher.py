@@ -100,7 +100,9 @@ def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
             "job %s: its %s cannot be stored as JSON (%s); storing a note", job.id, field, exc
         )
         note = f"{field} could not be saved: {exc}"
-        return json.dumps({"chancy_error": note} if field == "meta" else [])
+        if field == "meta":
+            return json.dumps({"chancy_error": note})
+        return "null" if field == "result" else "[]"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -110,7 +112,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
-    """The batch as the JSON document `update_jobs_query` reads."""
+    """The batch as the JSON document `update_jobs_query` reads (a row without "result" writes
+    NULL: most jobs return None, and their rows stay as short as they were)."""
     rows = [
         {
             "id": job.id,
@@ -123,6 +126,9 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
         }
         for job in batch
     ]
+    for row, job in zip(rows, batch, strict=True):
+        if job.result is not None:
+            row["result"] = job.result
     try:
         text = json.dumps(rows, allow_nan=False, separators=(",", ":"))
         if "\\u0000" not in text:
@@ -132,6 +138,8 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
     for row, job in zip(rows, batch, strict=True):  # the slow path: find and fix the bad ones
         row["meta"] = json.loads(_json(job, "meta", job.meta, worker.log))
         row["errors"] = json.loads(_json(job, "errors", job.errors, worker.log))
+        if job.result is not None:
+            row["result"] = json.loads(_json(job, "result", job.result, worker.log))
     return json.dumps(rows, allow_nan=False, separators=(",", ":"))
 
 

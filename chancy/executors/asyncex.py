@@ -6,7 +6,8 @@ they cannot block the loop (at most `concurrency` threads, under a limiter of th
 own). `Chancy.cancel_job` and `Limit.Type.TIME` stop a coroutine job at
 once by cancelling it (a plain function on a thread cannot be interrupted: its slot is freed
 and its result discarded, but the thread runs on to the end). `Limit.Type.MEMORY` is not
-enforced in-process: use the process executor for hard limits.
+enforced in-process: use the process executor for hard limits. What a job returns is stored
+in its `result` (JSON, at most the `max_result_size` executor option; see `Executor`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class AsyncExecutor(Executor):
             await self.job_finished(job, error=JobCancelled("job cancelled"), retry=False)
             return
         error: BaseException | None = None
+        result: Any = None
         retry = True
         limit = time_limit(job)
         scope = anyio.CancelScope()
@@ -112,11 +114,11 @@ class AsyncExecutor(Executor):
                 if limit is not None:
                     scope.deadline = anyio.current_time() + limit
                 if call.is_async:
-                    await call.func(**kwargs)
+                    result = await call.func(**kwargs)
                 else:
                     result = await self._call_sync(call.func, kwargs)
                     if inspect.isawaitable(result):
-                        await result
+                        result = await result
         except (Exception, SystemExit) as exc:
             error = _explain_loop_mismatch(job, exc)
         finally:
@@ -127,4 +129,4 @@ class AsyncExecutor(Executor):
             error, retry = JobCancelled("job cancelled while running"), False
         elif scope.cancelled_caught:
             error = TimeLimitExceeded(f"time limit exceeded: {limit:g} s")
-        await self.job_finished(job, error=error, retry=retry)
+        await self.job_finished(job, error=error, retry=retry, result=result)

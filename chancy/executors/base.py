@@ -35,10 +35,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import anyio.abc
 
+from chancy._result import (
+    DEFAULT_MAX_RESULT_SIZE,
+    check_max_result_size,
+    check_size,
+    decode_result,
+    encode_result,
+)
 from chancy._sql import malformed_reason
 from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.allowlist import JobNotAllowed
-from chancy.errors import InvalidJobError, RemoteJobError
+from chancy.errors import InvalidJobError, RemoteJobError, ResultError
 from chancy.job import Limit, QueuedJob, import_function
 from chancy.queue import Queue
 
@@ -122,7 +129,12 @@ class Executor(abc.ABC):
     """Base class of executors; `options` are the queue's `executor_options`.
 
     Subclasses implement `run`, `start_job` and `cancel`, and call `job_finished` once for
-    each job handed to `start_job` (unless the executor is stopped first).
+    each job handed to `start_job` (unless the executor is stopped first), with what the job's
+    function returned.
+
+    The option every executor takes: `max_result_size` (bytes, default 1 MiB), the largest
+    return value, as JSON, that is stored in the job's `result`; a job whose return value is
+    larger, or is not JSON (see `chancy._result`), fails that attempt with a `ResultError`.
     """
 
     #: Opt-in: claim ahead of the free slots when jobs are short (see `free_slots`).
@@ -132,11 +144,20 @@ class Executor(abc.ABC):
     #: ... and at most this many.
     max_prefetch: ClassVar[int] = MAX_PREFETCH
 
-    def __init__(self, worker: Worker, queue: Queue, **options: Any) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        queue: Queue,
+        *,
+        max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
+        **options: Any,
+    ) -> None:
         if options:
             raise TypeError(
                 f"{type(self).__name__} got unknown executor_options: {', '.join(sorted(options))}"
             )
+        #: The largest result (bytes of JSON) a job may return; a larger one fails the job.
+        self.max_result_size = check_max_result_size(max_result_size)
         self.worker = worker
         self.queue = queue
         #: How many jobs run at once in this executor (the queue's per-worker concurrency).
@@ -244,12 +265,20 @@ class Executor(abc.ABC):
         traceback: str | None = None,
         meta: dict[str, Any] | None = None,
         retry: bool = True,
+        result: Any = None,
     ) -> QueuedJob:
-        """The job as it is after this attempt (without plugins)."""
+        """The job as it is after this attempt (without plugins); `result` is stored as given
+        on success (see `job_finished` for its checks)."""
         now = datetime.now(UTC)
         new_meta = job.meta if meta is None else meta
         if error is None and traceback is None:
-            return evolve(job, state=QueuedJob.State.SUCCEEDED, completed_at=now, meta=new_meta)
+            return evolve(
+                job,
+                state=QueuedJob.State.SUCCEEDED,
+                completed_at=now,
+                meta=new_meta,
+                result=result,
+            )
         text = traceback if traceback is not None else format_error(error)  # type: ignore[arg-type]
         errors = [*job.errors, {"attempt": job.attempts, "traceback": text}]
         if retry and job.attempts < job.max_attempts:
@@ -272,6 +301,8 @@ class Executor(abc.ABC):
         traceback: str | None = None,
         meta: dict[str, Any] | None = None,
         retry: bool = True,
+        result: Any = None,
+        result_json: bytes | None = None,
     ) -> QueuedJob:
         """Record how a job ended and free its slot; returns the job's new state.
 
@@ -279,13 +310,27 @@ class Executor(abc.ABC):
         store instead of formatting `error` (for errors that crossed a process boundary; give
         `error=RemoteJobError(type, message)` with it); `meta` the job's meta after the run
         (default: `job.meta`, which in-process jobs mutate); `retry=False` fails the job even
-        with attempts left (cancellation).
+        with attempts left (cancellation). On success, `result` is what the function returned,
+        or `result_json` its JSON text (from another process); it must be JSON and at most
+        `max_result_size` bytes of it, else the attempt fails with a `ResultError`. The job's
+        `result` is then the value as it is read back from its JSON.
         """
         if not self._holds(job):
             # Released, already finished, or a stale run of a job that recovery gave back and
             # this worker claimed again (a later attempt): nothing to write.
             return job
-        new = self.new_state(job, error=error, traceback=traceback, meta=meta, retry=retry)
+        if error is None and traceback is None and (result is not None or result_json):
+            try:
+                result = self.stored_result(result, result_json)
+            except ResultError as exc:  # a return value, not a raise: the message says it all
+                error, traceback, result = exc, f"ResultError: {exc}", None
+            except Exception as exc:  # e.g. nested deeper than the encoder goes
+                error, result = exc, None
+        else:
+            result = None
+        new = self.new_state(
+            job, error=error, traceback=traceback, meta=meta, retry=retry, result=result
+        )
         if error is None and traceback is not None:
             error = RemoteJobError("Error", traceback.splitlines()[-1] if traceback else "")
         for plugin in self.worker.chancy.plugins:
@@ -306,6 +351,19 @@ class Executor(abc.ABC):
             self._idle.set()
         self.wakeup.set()
         return new
+
+    def stored_result(self, result: Any, result_json: bytes | None = None) -> Any:
+        """What is stored of a return value (or of its JSON text), or `ResultError`."""
+        if result_json is not None:
+            check_size(len(result_json), self.max_result_size)
+        else:
+            result_json = encode_result(result, self.max_result_size)
+        if result_json == b"null":
+            return None
+        try:
+            return decode_result(result_json)
+        except ValueError as exc:  # msgspec.DecodeError: not JSON after all
+            raise ResultError(f"result is not valid JSON: {exc}") from None
 
     def _log_failure(self, job: QueuedJob, error: BaseException | None) -> None:
         """One WARNING line for an attempt that did not succeed: id, func, queue, attempt,
@@ -370,12 +428,12 @@ def executor_class(queue: Queue) -> type[Executor]:
         raise ValueError(f"queue {queue.name!r}: executor_options: expected a dict")
     accepted: set[str] = set()
     for klass in cls.__mro__:
-        if klass is Executor:
-            break  # the base takes no options
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(klass.__init__).parameters.values()
         accepted |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if klass is Executor:
+            break  # the base's own options (max_result_size); it refuses any other
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break  # this constructor passes nothing on
     accepted -= {"self", "worker", "queue"}

@@ -2,9 +2,11 @@
 
 The default executor of every queue. Up to `concurrency` warm children (fresh interpreters,
 see `chancy.supervisor.child`) each run one job at a time; the job travels as its packed
-JSON in a msgspec frame and its outcome (ok, or the error as type, message and formatted
-traceback, plus the job's meta after the run) comes back the same way. Limits are enforced
-from outside the child (`chancy.supervisor.ChildPool`):
+JSON in a msgspec frame and its outcome (ok with the function's return value as JSON, or
+the error as type, message and formatted traceback, plus the job's meta after the run) comes
+back the same way; the child encodes the return value and refuses one that is not JSON or
+is over `max_result_size` (the supervisor only decodes JSON, never a pickle). Limits are
+enforced from outside the child (`chancy.supervisor.ChildPool`):
 
 * `Limit.Type.MEMORY` (bytes): RSS summed over the child and all its descendants, sampled
   every `monitor_interval` seconds; over the limit, the whole tree is SIGKILLed at once and
@@ -25,7 +27,8 @@ child is replaced after that many jobs; `initializer`: an importable function
 ``django.setup()`` and the like); `monitor_interval` (default 0.05 s), `stop_grace` (default
 1.0 s), `handshake_timeout` (default 60 s, covers the initializer); `pass_env`: names of
 environment variables passed to the children as they are in the supervisor, even those the
-scrub drops (see `chancy.supervisor._env`): every job on the queue can read them.
+scrub drops (see `chancy.supervisor._env`): every job on the queue can read them;
+`max_result_size` (default 1 MiB), as for every executor.
 """
 
 from __future__ import annotations
@@ -134,13 +137,17 @@ class ProcessExecutor(Executor):
             return
         packed = json.dumps(job.pack()).encode()
         outcome = await self.pool.run_job(
-            packed, job_id=job.id, memory_limit=memory_limit(job), time_limit=time_limit(job)
+            packed,
+            job_id=job.id,
+            memory_limit=memory_limit(job),
+            time_limit=time_limit(job),
+            max_result_size=self.max_result_size,
         )
         self.record_duration(outcome.duration)  # time on a child, not waiting for one
         cancelled = job.id in self._cancelled
         self._cancelled.discard(job.id)
         if outcome.ok and not cancelled:
-            await self.job_finished(job, meta=outcome.meta)
+            await self.job_finished(job, meta=outcome.meta, result_json=outcome.result)
             return
         await self.job_finished(
             job,

@@ -63,13 +63,14 @@ def check_supported() -> None:
 
 
 # Runs inside the sub-interpreter: stdlib only. Writes {"ok", "type", "message",
-# "traceback", "meta"} as JSON to the result file.
+# "traceback", "meta", "result"} as JSON to the result file; "result" is the function's
+# return value as JSON text (null for None), checked again outside (`Executor.job_finished`).
 _SCRIPT = textwrap.dedent(
     """
     import asyncio, importlib, inspect, json, sys, traceback
     _out_path, _data = {out!r}, json.loads({job!r})
     sys.path[:] = {path!r}
-    _result = {{"ok": True, "meta": _data.get("meta") or {{}}}}
+    _result = {{"ok": True, "meta": _data.get("meta") or {{}}, "result": None}}
     try:
         _path = _data["func"]
         if ":" in _path:
@@ -81,7 +82,21 @@ _SCRIPT = textwrap.dedent(
             _func = getattr(_func, _part)
         _out = _func(**(_data.get("kwargs") or {{}}))
         if inspect.iscoroutine(_out):
-            asyncio.run(_out)
+            _out = asyncio.run(_out)
+        if _out is not None:
+            try:
+                _result["result"] = json.dumps(
+                    _out, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+                )
+            except (TypeError, ValueError):
+                _msg = f"result of type {{type(_out).__name__}} is not JSON-serialisable"
+                _result = {{
+                    "ok": False,
+                    "type": "ResultError",
+                    "message": _msg,
+                    "traceback": "ResultError: " + _msg,
+                    "meta": _data.get("meta") or {{}},
+                }}
     except BaseException as _exc:
         _result = {{
             "ok": False,
@@ -230,7 +245,12 @@ class SubInterpreterExecutor(Executor):
             return kept
         meta = outcome.get("meta")
         if outcome.get("ok"):
-            await self.job_finished(job, meta=meta)
+            text = outcome.get("result")
+            await self.job_finished(
+                job,
+                meta=meta,
+                result_json=text.encode("utf-8", "surrogatepass") if text is not None else None,
+            )
         else:
             await self.job_finished(
                 job,

@@ -100,10 +100,10 @@ class ThreadedExecutor(AsyncExecutor):
             retry = True
             if error is None and inspect.isawaitable(value):
                 try:
-                    await value
+                    value = await value
                 except (Exception, SystemExit) as exc:
                     error = exc
             if job.id in cancelled:
                 cancelled.discard(job.id)
                 error, retry = JobCancelled("job cancelled"), False
-            await self.job_finished(job, error=error, retry=retry)
+            await self.job_finished(job, error=error, retry=retry, result=value)

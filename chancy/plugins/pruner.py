@@ -4,6 +4,9 @@ Only SUCCEEDED and FAILED jobs are ever deleted (never PENDING, RUNNING or RETRY
 by their `completed_at`, in batches of at most `batch_size` rows, each its own short
 transaction that skips rows another transaction holds, so pruning never keeps long locks.
 After the jobs, every plugin's `cleanup()` runs.
+
+A job's result (what its function returned, `QueuedJob.result`) is a column of its row: results
+are kept as long as the job row is, and pruning a job deletes its result with it.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class Outcome:
     """How one job run in a child ended.
 
     ``error`` is set unless ``ok``; ``meta`` is the job's meta after the run (``None`` when
-    the child died before reporting). ``child_exit`` says how the child ended when it did
+    the child died before reporting); ``result`` the job's return value as the child encoded
+    it (JSON bytes, not decoded here; ``None`` when it returned None or did not succeed). ``child_exit`` says how the child ended when it did
     so during the job (``"killed by signal SIGSEGV"``, ``"exited with code 3"``).
     ``limit_detected_at``/``tree_gone_at`` (``time.time()``) time a memory-limit kill.
     """
@@ -69,6 +70,7 @@ class Outcome:
     duration: float = 0.0
     limit_detected_at: float | None = None
     tree_gone_at: float | None = None
+    result: bytes | None = None
 
     @property
     def error_text(self) -> str | None:
@@ -132,11 +134,13 @@ class _Running:
         child: ChildProcess,
         memory_limit: int | None,
         time_limit: float | None,
+        max_result_size: int | None = None,
     ) -> None:
         self.job_id = job_id
         self.child = child
         self.memory_limit = memory_limit
         self.time_limit = time_limit
+        self.max_result_size = max_result_size
         self.started = anyio.current_time()
         self.verdict: ErrorInfo | None = None
         self.kill_at: float | None = None
@@ -465,11 +469,13 @@ class ChildPool:
         job_id: str | None = None,
         memory_limit: int | None = None,
         time_limit: float | None = None,
+        max_result_size: int | None = None,
     ) -> Outcome:
         """Run the packed ``QueuedJob`` *job* (JSON bytes) in a child and wait for its outcome.
 
-        *memory_limit* is in bytes, *time_limit* in seconds. Never raises for anything the
-        job or its child does; a cancelled caller gets its child's tree killed.
+        *memory_limit* is in bytes, *time_limit* in seconds, *max_result_size* in bytes of
+        JSON (a larger return value fails the job in the child). Never raises for anything
+        the job or its child does; a cancelled caller gets its child's tree killed.
         """
         if self._tg is None or self._closing:
             raise PoolClosed("the pool is not running")
@@ -503,7 +509,7 @@ class ChildPool:
                         job_id, False, _error(JobCancelled.__name__, cancelled), pid=child.pid
                     )
                 self._foresee(slot, child)
-                running = _Running(job_id, child, memory_limit, time_limit)
+                running = _Running(job_id, child, memory_limit, time_limit, max_result_size)
                 self._running[job_id] = running
                 try:
                     outcome = await self._run_on(running, job)
@@ -588,7 +594,12 @@ class ChildPool:
         child = running.child
         started = False
         try:
-            message = RunJob(job_id=running.job_id, job=job, time_limit=running.time_limit)
+            message = RunJob(
+                job_id=running.job_id,
+                job=job,
+                time_limit=running.time_limit,
+                max_result_size=running.max_result_size,
+            )
             child.current_job = running.job_id
             await child.send(message)
             with anyio.move_on_after(self.start_timeout):
@@ -665,7 +676,16 @@ class ChildPool:
             if running.verdict is not None:  # stopped or over its limit, whatever it says
                 error = answer.error if answer.error is not None else running.verdict
                 return Outcome(running.job_id, False, error, meta, None, child.pid, duration)
-            return Outcome(running.job_id, answer.ok, answer.error, meta, None, child.pid, duration)
+            return Outcome(
+                running.job_id,
+                answer.ok,
+                answer.error,
+                meta,
+                None,
+                child.pid,
+                duration,
+                result=answer.result if answer.ok else None,
+            )
         # The child is gone or unusable: make sure of it, then say why.
         code = await child.kill()
         exit_text = describe_returncode(code) if code is not None else "did not exit"

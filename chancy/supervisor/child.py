@@ -15,8 +15,10 @@ is imported it hardens itself:
 
 Then it answers :class:`~chancy.wire.Hello` (protocol version, ``sys.path``, initializer)
 with :class:`~chancy.wire.Ready` and serves :class:`~chancy.wire.RunJob` frames one at a
-time. A reader thread watches the channel while a job runs: a
-:class:`~chancy.wire.StopJob` is delivered to the job as an exception
+time, each answered with a :class:`~chancy.wire.JobDone` that carries the job's meta and its
+return value as JSON (encoded here, checked against the queue's ``max_result_size``: a value
+that is not JSON or is too large fails the job). A reader thread watches the channel while a
+job runs: a :class:`~chancy.wire.StopJob` is delivered to the job as an exception
 (:class:`~chancy.supervisor.errors.TimeLimitExceeded` or
 :class:`~chancy.supervisor.errors.JobCancelled`) raised in the main thread from a
 ``SIGUSR1`` handler; the supervisor kills the child if the job does not stop in time.
@@ -42,6 +44,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from chancy._result import ResultError, encode_result
 from chancy.supervisor.errors import JobCancelled, JobStopped, TimeLimitExceeded
 from chancy.wire import (
     PROTOCOL_VERSION,
@@ -189,10 +192,10 @@ def _resolve(path: str) -> tuple[Callable[..., Any], str | None]:
     return found
 
 
-def _run_async(coroutine: Any) -> None:
+def _run_async(coroutine: Any) -> Any:
     import asyncio  # only children that run async jobs pay for importing it
 
-    asyncio.run(coroutine)
+    return asyncio.run(coroutine)
 
 
 class _State:
@@ -238,6 +241,8 @@ def run_job(message: RunJob) -> JobDone:
     meta: Any = data.get("meta") or {}
     job_obj: Any = None
     error: ErrorInfo | None = None
+    result: Any = None
+    encoded: bytes | None = None
     try:
         try:
             if message.time_limit is not None:
@@ -253,7 +258,7 @@ def run_job(message: RunJob) -> JobDone:
                     kwargs[param] = job_obj
                 result = func(**kwargs)  # an async function returns its coroutine here
                 if isinstance(result, types.CoroutineType):
-                    _run_async(result)
+                    result = _run_async(result)
             finally:
                 with _state.lock:
                     _state.running = None
@@ -269,7 +274,16 @@ def run_job(message: RunJob) -> JobDone:
         meta_bytes = json.dumps(meta, default=repr).encode()
     except (TypeError, ValueError):
         meta_bytes = json.dumps(data.get("meta") or {}, default=repr).encode()
-    return JobDone(job_id=message.job_id, ok=error is None, meta=meta_bytes, error=error)
+    if error is None and result is not None:
+        try:  # JSON, within the cap, or the job fails
+            encoded = encode_result(result, message.max_result_size)
+        except ResultError as exc:
+            error = ErrorInfo(type="ResultError", message=str(exc), traceback=f"ResultError: {exc}")
+        except Exception as exc:  # e.g. nested deeper than msgspec encodes
+            error = error_info(exc)
+    return JobDone(
+        job_id=message.job_id, ok=error is None, meta=meta_bytes, error=error, result=encoded
+    )
 
 
 def _reader(frames: BlockingFrames, inbox: queue.SimpleQueue[RunJob | Shutdown]) -> None:
@@ -343,7 +357,7 @@ def serve(fd: int, parent_pid: int) -> int:
         done = run_job(message)
         try:
             frames.send(done)
-        except ProtocolError as exc:  # e.g. a meta too large for one frame
+        except ProtocolError as exc:  # e.g. a meta or result too large for one frame
             frames.send(JobDone(job_id=done.job_id, ok=False, meta=b"{}", error=error_info(exc)))
 
 

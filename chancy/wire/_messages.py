@@ -53,11 +53,14 @@ class RunJob(_Base, tag="run_job"):
 
     ``job`` is the packed ``QueuedJob`` as JSON bytes. ``time_limit`` (seconds) lets the
     child arm its kernel CPU-time backstop before the job's code is imported.
+    ``max_result_size`` (bytes of JSON) is the largest return value the child may send back;
+    a larger one fails the job in the child (None: no cap).
     """
 
     job_id: str
     job: bytes
     time_limit: float | None = None
+    max_result_size: int | None = None
 
 
 class Started(_Base, tag="started"):
@@ -72,12 +75,18 @@ class Started(_Base, tag="started"):
 
 
 class JobDone(_Base, tag="job_done"):
-    """Child -> supervisor: the job ended; ``meta`` is the job's meta after the run (JSON)."""
+    """Child -> supervisor: the job ended; ``meta`` is the job's meta after the run (JSON).
+
+    ``result`` is what the job's function returned, encoded as JSON by the child (None when
+    it returned None or did not succeed); the supervisor passes it on without decoding more
+    than JSON.
+    """
 
     job_id: str
     ok: bool
     meta: bytes
     error: ErrorInfo | None = None
+    result: bytes | None = None
 
 
 class StopJob(_Base, tag="stop_job"):

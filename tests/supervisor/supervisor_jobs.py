@@ -46,6 +46,11 @@ def pid() -> None:
     """Report nothing; the outcome carries the child's pid."""
 
 
+def returns_set() -> set[int]:
+    """A return value that is not JSON."""
+    return {1, 2}
+
+
 def _rss(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

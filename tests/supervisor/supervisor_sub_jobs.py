@@ -7,6 +7,10 @@ def ok() -> int:
     return 1
 
 
+def not_json() -> set[int]:
+    return {1, 2}
+
+
 def bad() -> None:
     raise ValueError("nope")
 

@@ -27,7 +27,8 @@ def pool(size: int = 1, **options: object) -> ChildPool:
 
 
 async def run(p: ChildPool, func: str, *, timeout: float = 20, **kwargs: object) -> Outcome:
-    limits = {k: kwargs.pop(k) for k in ("memory_limit", "time_limit") if k in kwargs}
+    names = ("memory_limit", "time_limit", "max_result_size")
+    limits = {k: kwargs.pop(k) for k in names if k in kwargs}
     job_id, job = packed(func, **kwargs)
     with anyio.fail_after(timeout):
         outcome = await p.run_job(job, job_id=job_id, **limits)  # type: ignore[arg-type]
@@ -45,6 +46,27 @@ async def test_returns_and_the_child_is_reused() -> None:
     assert first.ok and second.ok
     assert first.error is None and first.meta == {}
     assert first.pid == second.pid
+
+
+async def test_the_return_value_comes_back_as_json() -> None:
+    async with pool() as p:
+        value = await run(p, "returns", value={"a": [1, "é"]}, max_result_size=100)
+        awaited = await run(p, "async_job", value=5)
+        nothing = await run(p, "pid")
+        too_big = await run(p, "returns", value="x" * 200, max_result_size=100)
+        not_json = await run(p, "returns_set")
+        after = await run(p, "returns", value=1)
+    assert value.ok and value.result == '{"a":[1,"é"]}'.encode()
+    assert awaited.ok and awaited.result == b"5"
+    assert nothing.ok and nothing.result is None
+    for outcome, message in [
+        (too_big, "result of 202 bytes exceeds the queue's max_result_size of 100 bytes"),
+        (not_json, "result of type set is not JSON-serialisable"),
+    ]:
+        assert not outcome.ok and outcome.result is None and outcome.child_exit is None
+        assert outcome.error is not None
+        assert (outcome.error.type, outcome.error.message) == ("ResultError", message)
+    assert after.ok and after.pid == value.pid  # a refused result does not cost the child
 
 
 async def test_raises_error_as_data() -> None:

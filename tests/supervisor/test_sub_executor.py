@@ -51,11 +51,16 @@ async def test_jobs_run_in_sub_interpreters(chancy: Chancy) -> None:
         Job(func="supervisor_sub_jobs.ok", queue="sub"),
         Job(func="supervisor_sub_jobs.bad", queue="sub"),
         Job(func="supervisor_sub_jobs.slow", queue="sub").with_limits([Limit(Limit.Type.TIME, 1)]),
+        Job(func="supervisor_sub_jobs.not_json", queue="sub"),
     ]
     async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5):
         refs = [await chancy.push(j) for j in jobs]
-        ok, bad, slow = [await chancy.wait_for_job(r, interval=0.2, timeout=30) for r in refs]
-    assert ok is not None and ok.state == QueuedJob.State.SUCCEEDED
+        ok, bad, slow, not_json = [
+            await chancy.wait_for_job(r, interval=0.2, timeout=30) for r in refs
+        ]
+    assert ok is not None and ok.state == QueuedJob.State.SUCCEEDED and ok.result == 1
+    assert not_json is not None and not_json.state == QueuedJob.State.FAILED
+    assert "result of type set is not JSON-serialisable" in not_json.errors[-1]["traceback"]
     assert bad is not None and bad.state == QueuedJob.State.FAILED
     assert "ValueError: nope" in bad.errors[-1]["traceback"]
     assert slow is not None and slow.state == QueuedJob.State.FAILED

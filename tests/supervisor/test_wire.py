@@ -36,7 +36,9 @@ MESSAGES = [
     Ready(version=PROTOCOL_VERSION, pid=42),
     Fatal(error=ErrorInfo(type="RuntimeError", message="no", traceback="tb")),
     RunJob(job_id="j1", job=b'{"id": "j1", "kwargs": {"x": [1, 2]}}', time_limit=2.5),
+    RunJob(job_id="j2", job=b'{"id": "j2"}', max_result_size=1024),
     JobDone(job_id="j1", ok=False, meta=b"{}", error=ErrorInfo("ValueError", "boom", "tb")),
+    JobDone(job_id="j2", ok=True, meta=b"{}", result=b'{"answer": [4, 2]}'),
     StopJob(job_id="j1", reason="time limit exceeded after 2.0 s", kind="time_limit"),
     Shutdown(),
 ]
