@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -526,3 +527,23 @@ def test_json_formatter_carries_the_job_fields() -> None:
     except KeyError:
         record.exc_info = sys.exc_info()
     assert "KeyError" in json.loads(JsonFormatter().format(record))["exc"]
+
+
+def test_plain_format_timestamps_every_line_including_psycopg() -> None:
+    code = (
+        "import logging\n"
+        "from chancy._logging import configure\n"
+        "configure('plain', logging.INFO)\n"
+        "logging.getLogger('chancy').info('from chancy')\n"
+        "logging.getLogger('psycopg.pool').warning('from the pool')\n"
+        "logging.getLogger('psycopg').warning('from psycopg')\n"
+        "logging.getLogger('psycopg.pool').info('pool chatter, below WARNING')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 3, lines
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    assert re.match(stamp + r"INFO chancy: from chancy$", lines[0])
+    assert re.match(stamp + r"WARNING psycopg\.pool: from the pool$", lines[1])
+    assert re.match(stamp + r"WARNING psycopg: from psycopg$", lines[2])
