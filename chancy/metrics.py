@@ -9,6 +9,8 @@ The names and labels are listed in docs/metrics.md and are a contract.
 from __future__ import annotations
 
 import contextlib
+import math
+from bisect import bisect_left
 from collections import Counter as _Tally
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -63,55 +65,41 @@ def outcome(job: QueuedJob) -> str:
     return "failed"
 
 
-def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
-    if later is None or earlier is None:
-        return None
-    return max(0.0, (later - earlier).total_seconds())
+class _Histogram:
+    """One histogram series: counts per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one: above every bucket
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1  # le semantics: value <= bound
+        self.total += value
 
 
 class WorkerMetrics:
     """The metrics of one worker; `install()` subscribes to its hub, `render()` gives the
-    Prometheus text exposition."""
+    Prometheus text exposition.
+
+    The hub handlers only bump plain dicts (a few microseconds per job; prometheus-client's
+    own metric objects take a lock per update and cost several times that); the registry's
+    collector turns them into metric families when scraped. Everything runs on the worker's
+    event loop thread.
+    """
 
     def __init__(self, worker: Worker) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry
 
         self.worker = worker
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.jobs_started = Counter(
-            "chancy_jobs_started",
-            "Jobs this worker started.",
-            ["queue"],
-            registry=self.registry,
-        )
-        self.jobs_finished = Counter(
-            "chancy_jobs_finished",
-            "Job attempts this worker finished, by outcome "
-            "(succeeded, failed, retrying, cancelled).",
-            ["queue", "state"],
-            registry=self.registry,
-        )
-        self.job_duration = Histogram(
-            "chancy_job_duration_seconds",
-            "Run time of finished job attempts (started_at to completed_at).",
-            ["queue"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.job_wait = Histogram(
-            "chancy_job_wait_seconds",
-            "Time jobs waited to start (scheduled_at to started_at).",
-            ["queue"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.limit_kills = Counter(
-            "chancy_limit_kills",
-            "Job attempts stopped for exceeding a limit (memory or time).",
-            ["queue", "limit"],
-            registry=self.registry,
-        )
-        self.registry.register(_WorkerCollector(worker))
+        self.started: dict[str, int] = {}
+        self.finished: dict[tuple[str, str], int] = {}
+        self.limit_kills: dict[tuple[str, str], int] = {}
+        self.duration: dict[str, _Histogram] = {}
+        self.wait: dict[str, _Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
         self._offs: list[Callable[[], None]] = []
 
     def install(self) -> None:
@@ -136,23 +124,29 @@ class WorkerMetrics:
 
     def _on_started(self, event: HubEvent) -> None:
         job: QueuedJob = event.body["job"]
-        self.jobs_started.labels(job.queue).inc()
-        wait = _seconds(job.started_at, job.scheduled_at)
-        if wait is not None:
-            self.job_wait.labels(job.queue).observe(wait)
+        queue = job.queue
+        self.started[queue] = self.started.get(queue, 0) + 1
+        started, scheduled = job.started_at, job.scheduled_at
+        if started is not None and scheduled is not None:
+            hist = self.wait.get(queue) or self.wait.setdefault(queue, _Histogram())
+            hist.observe(max(0.0, (started - scheduled).total_seconds()))
 
     def _on_finished(self, event: HubEvent) -> None:
         job: QueuedJob = event.body["job"]
+        queue = job.queue
         state = outcome(job)
-        self.jobs_finished.labels(job.queue, state).inc()
+        key = (queue, state)
+        self.finished[key] = self.finished.get(key, 0) + 1
+        started = job.started_at
         end = job.completed_at if state != "retrying" else datetime.now(UTC)
-        duration = _seconds(end, job.started_at)
-        if duration is not None:
-            self.job_duration.labels(job.queue).observe(duration)
+        if started is not None and end is not None:
+            hist = self.duration.get(queue) or self.duration.setdefault(queue, _Histogram())
+            hist.observe(max(0.0, (end - started).total_seconds()))
         if state != "succeeded":
             limit = _LIMITS.get(error_type(job) or "")
             if limit is not None:
-                self.limit_kills.labels(job.queue, limit).inc()
+                key = (queue, limit)
+                self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -175,19 +169,64 @@ def children_rss(worker: Worker) -> int:
     return total
 
 
-class _WorkerCollector:
-    """Gauges read from the worker at scrape time."""
+def _histogram(name: str, doc: str, series: dict[str, _Histogram]) -> Any:
+    from prometheus_client.core import HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    family = HistogramMetricFamily(name, doc, labels=["queue"])
+    for queue, hist in sorted(series.items()):
+        buckets, running = [], 0
+        for bound, count in zip([*BUCKETS, math.inf], hist.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        family.add_metric([queue], buckets, hist.total)
+    return family
 
-    def describe(self) -> list[Any]:
-        return []
+
+class _Collector:
+    """The worker's metrics, as metric families: the counters and histograms fed by the hub
+    handlers, and gauges read from the worker now."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        worker = self.worker
+        metrics, worker = self.metrics, self.metrics.worker
+        started = CounterMetricFamily(
+            "chancy_jobs_started", "Job attempts this worker started.", labels=["queue"]
+        )
+        for queue, count in sorted(metrics.started.items()):
+            started.add_metric([queue], count)
+        yield started
+        finished = CounterMetricFamily(
+            "chancy_jobs_finished",
+            "Job attempts this worker finished, by outcome "
+            "(succeeded, failed, retrying, cancelled).",
+            labels=["queue", "state"],
+        )
+        for (queue, state), count in sorted(metrics.finished.items()):
+            finished.add_metric([queue, state], count)
+        yield finished
+        yield _histogram(
+            "chancy_job_duration_seconds",
+            "Run time of finished job attempts (started_at to completed_at).",
+            metrics.duration,
+        )
+        yield _histogram(
+            "chancy_job_wait_seconds",
+            "Time jobs waited to start (scheduled_at to started_at).",
+            metrics.wait,
+        )
+        kills = CounterMetricFamily(
+            "chancy_limit_kills",
+            "Job attempts stopped for exceeding a limit (memory or time).",
+            labels=["queue", "limit"],
+        )
+        for (queue, limit), count in sorted(metrics.limit_kills.items()):
+            kills.add_metric([queue, limit], count)
+        yield kills
         running = GaugeMetricFamily(
             "chancy_worker_running_jobs", "Jobs this worker runs now.", labels=["queue"]
         )
