@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +37,8 @@ def default_status_file() -> Path:
     path = os.environ.get("CHANCY_STATUS_FILE")
     if path:
         return Path(path)
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"chancy-supervisor-{os.getuid()}.json"
 
 
@@ -245,8 +245,25 @@ def _read_status(path: Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"unreadable status file {path}: {exc}"
 
 
+def _proc_start_time(pid: int) -> float | None:
+    """psutil's create_time from /proc (Linux), without importing psutil (--check=live runs
+    often and should stay fast); None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        ticks = int(stat.rpartition(b")")[2].split()[19])  # field 22: starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _start_time(pid: int) -> float | None:
     """The process's start time (seconds since the epoch, as psutil's create_time)."""
+    started = _proc_start_time(pid)
+    if started is not None:
+        return started
     import psutil
 
     try:
@@ -333,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         ok, message = check_live(args.status_file or default_status_file())
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    import logging
+
     import anyio
 
     from chancy._appref import AppRefError, load_app
