@@ -23,6 +23,10 @@ Retries: a failed job with attempts left is retried after
 `chancy.executors.base.DEFAULT_RETRY_DELAY` (1 s) unless a plugin's `on_job_completed` sets
 another `scheduled_at` (the retry plugin does, with backoff).
 
+Observability: `Worker(..., http="127.0.0.1:9464")` adds an actor serving `/healthz`,
+`/readyz` and Prometheus `/metrics` (chancy.health, chancy.metrics; docs/metrics.md);
+`http_token` guards it when bound off loopback.
+
 Identity: a job's `taken_by` is `"{worker_id}:{incarnation}"`, the incarnation being a nonce
 made for each Worker object, so a restarted worker reusing its `worker_id` is a new holder and
 the writes of its previous incarnation change nothing.

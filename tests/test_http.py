@@ -547,3 +547,40 @@ def test_plain_format_timestamps_every_line_including_psycopg() -> None:
     assert re.match(stamp + r"INFO chancy: from chancy$", lines[0])
     assert re.match(stamp + r"WARNING psycopg\.pool: from the pool$", lines[1])
     assert re.match(stamp + r"WARNING psycopg: from psycopg$", lines[2])
+
+
+async def test_readyz_gives_up_on_a_database_that_never_answers(chancy: Chancy) -> None:
+    """A server that accepts connections and then says nothing (a hung database, or a
+    firewall dropping packets): /readyz answers 503 after its timeout instead of hanging."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        async with Worker(chancy, http="127.0.0.1:0", register_signal_handlers=False) as w:
+            assert (await aget(w.http.url + "/readyz"))[0] == 200
+            real = chancy.dsn
+            chancy.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the probe's DSN
+            try:
+                status, body, _ = await aget(w.http.url + "/readyz")
+            finally:
+                chancy.dsn = real
+            checks = json.loads(body)["checks"]
+            assert status == 503 and checks["database"]["ok"] is False, body
+            assert checks["heartbeat"]["ok"] is True  # the worker's own pool is fine
+            assert (await aget(w.http.url + "/healthz"))[0] == 200
+            assert (await aget(w.http.url + "/readyz"))[0] == 200
+    finally:
+        silent.close()
+
+
+async def test_readyz_without_notifications(dsn: str, prefix: str) -> None:
+    app = Chancy(dsn, prefix=prefix, plugins=[], notifications=False)
+    async with app:
+        await app.migrate()
+        async with Worker(app, http="127.0.0.1:0", register_signal_handlers=False) as w:
+            status, body, _ = await aget(w.http.url + "/readyz")
+            assert status == 200, body
+            assert json.loads(body)["checks"]["listener"] == {"ok": True, "notifications": False}
+            metrics = (await aget(w.http.url + "/metrics"))[1]
+            assert value(metrics, "chancy_listener_connected") == 0
