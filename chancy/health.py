@@ -87,7 +87,15 @@ class HealthServer:
         try:
 
             async def started_serving(*, task_status: anyio.abc.TaskStatus[int]) -> None:
-                await serve(self.host, self.port, self.handle, log=log, task_status=task_status)
+                try:
+                    await serve(self.host, self.port, self.handle, log=log, task_status=task_status)
+                except OSError as exc:
+                    if self.bound_port is not None:
+                        raise
+                    raise OSError(
+                        exc.errno,
+                        f"cannot serve http on {self.host}:{self.port}: {exc.strerror or exc}",
+                    ) from exc
 
             async with anyio.create_task_group() as tg:
                 self.bound_port = await tg.start(started_serving)

@@ -584,3 +584,32 @@ async def test_readyz_without_notifications(dsn: str, prefix: str) -> None:
             assert json.loads(body)["checks"]["listener"] == {"ok": True, "notifications": False}
             metrics = (await aget(w.http.url + "/metrics"))[1]
             assert value(metrics, "chancy_listener_connected") == 0
+
+
+def test_supervisor_http_mistakes_are_one_line_errors(
+    cli_env: dict[str, str], dsn: str, prefix: str, tmp_path: Path
+) -> None:
+    app = Chancy(dsn, prefix=prefix, plugins=[])
+
+    async def migrate() -> None:
+        async with app:
+            await app.migrate()
+
+    anyio.run(migrate)
+    base = ["--app", "cliapp:make", "--status-file", str(tmp_path / "s.json")]
+    bad = _cli(*base, "--http", "9464", env=cli_env)
+    assert bad.returncode == 2 and "--http: expected HOST:PORT" in bad.stderr
+    missing = tmp_path / "no-token"
+    nofile = _cli(*base, "--http", "0.0.0.0:0", "--http-token-file", str(missing), env=cli_env)
+    assert nofile.returncode == 2 and str(missing) in nofile.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _cli(*base, "--http", f"127.0.0.1:{port}", env=cli_env)
+    assert busy.returncode == 1
+    assert (
+        busy.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"cannot serve http on 127.0.0.1:{port}: Address already in use")
+    )

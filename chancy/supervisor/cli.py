@@ -210,7 +210,7 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
             register_signal_handlers=True,
             allowed_functions=allow,
             http=args.http,
-            http_token=http_token(args) if args.http else None,
+            http_token=args.http_token_value,
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -371,6 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         ok, message = check(app, args.status_file or default_status_file())
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    args.http_token_value = None
+    if args.http:  # checked before connecting to anything
+        from chancy._http import parse_address
+
+        try:
+            parse_address(args.http)
+            args.http_token_value = http_token(args)
+        except (OSError, ValueError) as exc:
+            print(f"chancy-supervisor: --http: {exc}", file=sys.stderr)
+            return 2
     if args.pass_env:
         host = [n for n in os.environ.get("CHANCY_PASS_ENV", "").split(",") if n]
         os.environ["CHANCY_PASS_ENV"] = ",".join([*host, *args.pass_env])
