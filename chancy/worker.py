@@ -23,6 +23,10 @@ Retries: a failed job with attempts left is retried after
 `chancy.executors.base.DEFAULT_RETRY_DELAY` (1 s) unless a plugin's `on_job_completed` sets
 another `scheduled_at` (the retry plugin does, with backoff).
 
+Observability: `Worker(..., http="127.0.0.1:9464")` adds an actor serving `/healthz`,
+`/readyz` and Prometheus `/metrics` (chancy.health, chancy.metrics; docs/metrics.md);
+`http_token` guards it when bound off loopback.
+
 Identity: a job's `taken_by` is `"{worker_id}:{incarnation}"`, the incarnation being a nonce
 made for each Worker object, so a restarted worker reusing its `worker_id` is a new holder and
 the writes of its previous incarnation change nothing.
@@ -76,6 +80,7 @@ from chancy.queue import Queue
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.executors.base import Executor
+    from chancy.health import HealthServer
     from chancy.plugin import Plugin
 
 #: Seconds the final flush of updates may take when stopping.
@@ -142,6 +147,8 @@ class Worker:
         tags: set[str] | None = None,
         register_signal_handlers: bool = True,
         allowed_functions: AllowList | None = None,
+        http: str | None = None,
+        http_token: str | None = None,
     ) -> None:
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
             raise ValueError("Worker.worker_id: expected a non-empty string")
@@ -211,6 +218,13 @@ class Worker:
         self._entered_in: Any = None  # the trio task that entered `async with`
         self._background: Any = None
         self._cancel_send: Any = None
+        #: The side HTTP port (`/healthz`, `/readyz`, `/metrics`) when `http="host:port"` is
+        #: given; `http_token` guards it off loopback (see chancy.health).
+        self.http: HealthServer | None = None
+        if http is not None:
+            from chancy.health import HealthServer
+
+            self.http = HealthServer(self, http, token=http_token)
 
     def __repr__(self) -> str:
         return f"<Worker {self.worker_id!r}>"
@@ -362,6 +376,8 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 self.manager = tg
                 await tg.start(self.batcher.run)
+                if self.http is not None:
+                    await tg.start(self.http.run)
                 tg.start_soon(self._canceller, cancel_receive)
                 if self.listener is not None:
                     await tg.start(self.listener.run)

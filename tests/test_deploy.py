@@ -337,7 +337,8 @@ def test_containerfile_entrypoint_and_healthcheck(containerfile: list[tuple[str,
     options, _, command = health.partition("CMD")
     assert "--timeout" in options and "--interval" in options
     line = " ".join(healthcheck_argv(command))
-    assert "chancy-supervisor" in line and "--app" in line and "--check" in line
+    # Liveness: a database outage must not mark the container unhealthy.
+    assert "chancy-supervisor" in line and "--check=live" in line
 
 
 APP = "my.jobs:chancy"
@@ -380,7 +381,8 @@ def test_container_commands_pass_the_app(
     assert int(pid) == proc.pid, "the shell must exec the supervisor (signals go to it)"
     (health,) = _all(final, "HEALTHCHECK")
     args = run_argv(healthcheck_argv(health.partition("CMD")[2]), fake_supervisor)
-    assert args == ["--app", APP, "--check"]
+    assert args == ["--check=live"]
+    assert _check_kind(args) == "live"
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not found")
@@ -453,6 +455,14 @@ def _check_pod(spec: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def _check_kind(args: list[str]) -> str | None:
+    """What the real chancy-supervisor parser makes of a probe's arguments: "live", "ready"
+    (plain --check) or None (no check)."""
+    from chancy.supervisor.cli import build_parser
+
+    return build_parser().parse_args(args).check
+
+
 def test_deployment(manifests: dict[str, dict[str, Any]], fake_supervisor: dict[str, str]) -> None:
     deployment = manifests["Deployment"]
     spec = deployment["spec"]
@@ -463,16 +473,29 @@ def test_deployment(manifests: dict[str, dict[str, Any]], fake_supervisor: dict[
     container = _check_pod(pod["spec"], manifests["Secret"])
     plain = {v["name"]: v.get("value") for v in container["env"]}
     assert plain.get("CHANCY_APP"), "the app to run"
-    probe = container["livenessProbe"]["exec"]["command"]
-    line = " ".join(probe)
-    assert "chancy-supervisor" in line and "--check" in line and "--app" in line
+    # Split probes: liveness never needs the database (an outage must not restart every pod),
+    # readiness checks the database and the heartbeat.
+    assert {"livenessProbe", "readinessProbe"} <= container.keys()
     assert container["livenessProbe"]["timeoutSeconds"] >= 5
-    for probe_name in ("livenessProbe", "startupProbe"):
-        if probe_name in container:
-            command = container[probe_name]["exec"]["command"]
-            env = fake_supervisor | {"CHANCY_APP": plain["CHANCY_APP"]}
-            args = run_argv(command, env)
+    assert container["readinessProbe"]["timeoutSeconds"] >= 5
+    env = fake_supervisor | {"CHANCY_APP": plain["CHANCY_APP"]}
+    expected = {"livenessProbe": "live", "startupProbe": "live", "readinessProbe": "ready"}
+    for probe_name, kind in expected.items():
+        if probe_name not in container:
+            continue
+        probe = container[probe_name]
+        if "httpGet" in probe:
+            path = {"live": "/healthz", "ready": "/readyz"}[kind]
+            assert probe["httpGet"]["path"] == path, probe_name
+            continue
+        command = probe["exec"]["command"]
+        assert "chancy-supervisor" in " ".join(command), probe_name
+        args = run_argv(command, env)
+        assert _check_kind(args) == kind, (probe_name, args)
+        if kind == "ready":
             assert args == ["--app", plain["CHANCY_APP"], "--check"], probe_name
+        else:
+            assert "--app" not in args, f"{probe_name}: --check=live does not import the app"
     # A read-only root needs a writable /tmp for the status file the check reads.
     if container["securityContext"].get("readOnlyRootFilesystem"):
         status = plain.get("CHANCY_STATUS_FILE", "/tmp/")

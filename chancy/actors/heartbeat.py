@@ -4,6 +4,7 @@ this worker runs even when a notification was missed."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +25,8 @@ class Heartbeat:
         self.worker = worker
         #: Test hook: how many announcements succeeded.
         self.beats = 0
+        #: `time.monotonic()` of the last successful announcement (None before the first).
+        self.last_beat: float | None = None
         #: Set it to announce at once (the queue watcher does when the worker's queues change).
         self.wakeup = Wakeup()
 
@@ -54,6 +57,7 @@ class Heartbeat:
             worker.log.warning("worker %s: heartbeat failed (%s); retrying", worker.worker_id, exc)
             return False
         self.beats += 1
+        self.last_beat = time.monotonic()
         if expired:
             worker.log.info(
                 "workers %s missed their heartbeat and were removed",

@@ -41,6 +41,8 @@ class Listener:
         self.worker = worker
         #: Test hook: how many times the connection was (re)opened.
         self.connections = 0
+        #: Whether the LISTEN connection is open now (for readiness and metrics).
+        self.connected = False
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
         worker = self.worker
@@ -59,6 +61,7 @@ class Listener:
                         worker.log.info("listener reconnected; polling every queue once")
                         worker.hub.emit(QUEUE_CHANGED, queue=None)
                         worker.hub.emit(QUEUE_WAKE, queue=None)
+                    self.connected = True
                     worker.hub.emit(LISTENER_CONNECTED, reconnect=reconnect)
                     if not started:
                         started = True
@@ -74,6 +77,7 @@ class Listener:
                             await conn.execute("SELECT 1")
                             quiet_since = anyio.current_time()
             except Exception as exc:
+                self.connected = False
                 worker.log.warning(
                     "notification listener lost its connection (%s); reconnecting in %.1f s",
                     str(exc).strip() or type(exc).__name__,
@@ -84,6 +88,8 @@ class Listener:
                     task_status.started()
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            finally:
+                self.connected = False
 
     def dispatch(self, payload: str) -> None:
         try:

@@ -387,6 +387,13 @@ class Executor(abc.ABC):
             "will retry" if job.state == QueuedJob.State.RETRYING else "failed",
             kind,
             message,
+            extra={
+                "job_id": job.id,
+                "queue": job.queue,
+                "func": job.func,
+                "attempt": job.attempts,
+                "worker_id": self.worker.worker_id,
+            },
         )
 
     def _holds(self, job: QueuedJob) -> bool:

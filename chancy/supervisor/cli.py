@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import psutil
-import psycopg
-
-from chancy._appref import AppRefError, load_app
-from chancy._db import connect_error_reason
-from chancy.allowlist import AllowList
-from chancy.app import Chancy
-from chancy.errors import DatabaseUnavailable, MigrationRequired
-from chancy.worker import Worker
+# Only the standard library at import time: `--check=live` must stay fast (and never import
+# the user's app); everything else is imported where it is used.
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+    from chancy.worker import Worker
 
 #: Seconds between two writes of the status file.
 STATUS_INTERVAL = 5.0
@@ -44,6 +37,8 @@ def default_status_file() -> Path:
     path = os.environ.get("CHANCY_STATUS_FILE")
     if path:
         return Path(path)
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"chancy-supervisor-{os.getuid()}.json"
 
 
@@ -106,9 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--check",
-        action="store_true",
-        help="health check: exit 0 if the supervisor on this host is alive, its children up, "
-        "the database reachable and its heartbeat fresh; else print why and exit 1",
+        nargs="?",
+        const="ready",
+        choices=["ready", "live"],
+        default=None,
+        help="health check, exit 0 or print why not and exit 1. --check (readiness): the "
+        "supervisor on this host is alive, its children up, the database reachable and its "
+        "heartbeat fresh. --check=live (liveness): its status file is fresh and its process "
+        "alive; no database, and the app is not imported",
+    )
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz and /metrics on this address (off by default; e.g. "
+        "127.0.0.1:9464). Off loopback, /metrics and detailed health need a bearer token",
+    )
+    parser.add_argument(
+        "--http-token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the bearer token for --http off loopback (default: $CHANCY_HTTP_TOKEN)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        default="plain",
+        help="plain: a timestamped line per record; json: one JSON object per line",
     )
     return parser
 
@@ -125,8 +143,10 @@ def _children(worker: Worker) -> list[int]:
     return pids
 
 
-def write_status(path: Path, worker: Worker) -> None:
+def write_status(path: Path, worker: Worker, interval: float = STATUS_INTERVAL) -> None:
     """Write the status file atomically (write, then rename)."""
+    import psutil
+
     me = psutil.Process()
     status = {
         "pid": me.pid,
@@ -136,6 +156,7 @@ def write_status(path: Path, worker: Worker) -> None:
         "prefix": worker.chancy.prefix,
         "children": _children(worker),
         "updated_at": time.time(),
+        "interval": interval,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{me.pid}.tmp")
@@ -144,15 +165,32 @@ def write_status(path: Path, worker: Worker) -> None:
 
 
 async def _status_writer(path: Path, worker: Worker, interval: float) -> None:
+    import anyio
+
     while True:
         try:
-            write_status(path, worker)
+            write_status(path, worker, interval)
         except Exception as exc:  # the status file must never take the supervisor down
             worker.log.warning("cannot write the status file %s: %s", path, exc)
         await anyio.sleep(interval)
 
 
+def http_token(args: argparse.Namespace) -> str | None:
+    """The bearer token for --http: --http-token-file, else $CHANCY_HTTP_TOKEN, else None."""
+    if args.http_token_file is not None:
+        token = args.http_token_file.read_text().strip()
+        if not token:
+            raise ValueError(f"--http-token-file {args.http_token_file} is empty")
+        return token
+    return os.environ.get("CHANCY_HTTP_TOKEN", "").strip() or None
+
+
 async def serve(app: Chancy, args: argparse.Namespace) -> int:
+    import anyio
+
+    from chancy.allowlist import AllowList
+    from chancy.worker import Worker
+
     allow = (
         AllowList(args.allow, registered=args.allow_registered)
         if args.allow or args.allow_registered
@@ -169,6 +207,8 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         register_signal_handlers=True,
         allowed_functions=allow,
+        http=args.http,
+        http_token=args.http_token_value,
     )
     async with app:
         if args.migrate:
@@ -197,8 +237,77 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
 # -- the health check --------------------------------------------------------------------------
 
 
+def _read_status(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return json.loads(path.read_text()), ""
+    except FileNotFoundError:
+        return None, f"no status file at {path}: is chancy-supervisor running?"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable status file {path}: {exc}"
+
+
+def _proc_start_time(pid: int) -> float | None:
+    """psutil's create_time from /proc (Linux), without importing psutil (--check=live runs
+    often and should stay fast); None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        ticks = int(stat.rpartition(b")")[2].split()[19])  # field 22: starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _start_time(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch, as psutil's create_time)."""
+    started = _proc_start_time(pid)
+    if started is not None:
+        return started
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def check_live(path: Path) -> tuple[bool, str]:
+    """Liveness: the status file is fresh and its supervisor process alive (no database)."""
+    status, why = _read_status(path)
+    if status is None:
+        return False, why
+    pid = status.get("pid")
+    if not isinstance(pid, int):
+        return False, f"status file {path} names no pid"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, f"the supervisor (pid {pid}) is not running"
+    except PermissionError:
+        pass  # alive, another user's
+    started = _start_time(pid)
+    if started is None or abs(started - float(status.get("create_time", 0))) >= 1:
+        return False, f"the supervisor (pid {pid}) is not running (the pid was reused)"
+    interval = float(status.get("interval") or STATUS_INTERVAL)
+    max_age = max(3 * interval, interval + 10)
+    age = time.time() - float(status.get("updated_at", 0))
+    if age > max_age:
+        return False, (
+            f"the status file {path} was last written {age:.0f} s ago (more than "
+            f"{max_age:.0f} s): the supervisor's event loop is stuck"
+        )
+    return True, f"ok: supervisor pid {pid} alive, status written {age:.1f} s ago"
+
+
 def check(app: Chancy, path: Path) -> tuple[bool, str]:
     """Whether the supervisor described by the status file at `path` is healthy, and why not."""
+    import psutil
+    import psycopg
+
+    from chancy._db import connect_error_reason
+
     try:
         status: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
@@ -238,6 +347,17 @@ def check(app: Chancy, path: Path) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `chancy-supervisor` console script."""
     args = build_parser().parse_args(argv)
+    if args.check == "live":
+        ok, message = check_live(args.status_file or default_status_file())
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    import logging
+
+    import anyio
+
+    from chancy._appref import AppRefError, load_app
+    from chancy._logging import configure
+
     try:
         app = load_app(args.app)
     except AppRefError as exc:
@@ -247,11 +367,21 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(level, int):
         print(f"chancy-supervisor: unknown --log-level {args.log_level!r}", file=sys.stderr)
         return 2
-    app.log.setLevel(level)
+    configure(args.log_format, level, app.log)
     if args.check:
         ok, message = check(app, args.status_file or default_status_file())
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
+    args.http_token_value = None
+    if args.http:  # checked before connecting to anything
+        from chancy._http import parse_address
+
+        try:
+            parse_address(args.http)
+            args.http_token_value = http_token(args)
+        except (OSError, ValueError) as exc:
+            print(f"chancy-supervisor: --http: {exc}", file=sys.stderr)
+            return 2
     if args.pass_env:
         host = [n for n in os.environ.get("CHANCY_PASS_ENV", "").split(",") if n]
         os.environ["CHANCY_PASS_ENV"] = ",".join([*host, *args.pass_env])
@@ -269,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_error(exc: BaseException) -> BaseException | None:
     """The error worth one line to the user (also from inside task groups), else None."""
-    if isinstance(exc, MigrationRequired | DatabaseUnavailable | ValueError):
+    from chancy.errors import DatabaseUnavailable, MigrationRequired
+
+    if isinstance(exc, MigrationRequired | DatabaseUnavailable | ValueError | OSError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

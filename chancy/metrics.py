@@ -1,0 +1,275 @@
+"""Prometheus metrics of one worker (the optional `metrics` extra: prometheus-client).
+
+Counters and histograms are fed from the worker's hub events (`job.started`, `job.finished`),
+so the job path itself is unchanged; gauges are read from the worker when scraped. Every
+worker has a `CollectorRegistry` of its own (the process-wide default registry is not used).
+The names and labels are listed in docs/metrics.md and are a contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from bisect import bisect_left
+from collections import Counter as _Tally
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, HubEvent
+from chancy.job import QueuedJob
+
+if TYPE_CHECKING:
+    from chancy.worker import Worker
+
+INSTALL_HINT = 'pip install "chancy-queue[metrics]"  (or: pip install "prometheus-client>=0.20")'
+
+#: Histogram buckets (seconds) for job run times and waits.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+_LIMITS = {"MemoryLimitExceeded": "memory", "TimeLimitExceeded": "time"}
+
+
+def available() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def error_type(job: QueuedJob) -> str | None:
+    """The type name of the job's last error (the last line of its stored traceback)."""
+    if not job.errors:
+        return None
+    text = str(job.errors[-1].get("traceback") or "").rstrip()
+    if not text:
+        return None
+    last = text.splitlines()[-1]
+    name, sep, _ = last.partition(":")
+    name = name.strip()
+    if not sep or not name or " " in name:
+        return None
+    return name.rpartition(".")[2]
+
+
+def outcome(job: QueuedJob) -> str:
+    """succeeded, failed, retrying or cancelled (FAILED with a JobCancelled error)."""
+    state = job.state
+    if state == QueuedJob.State.SUCCEEDED:
+        return "succeeded"
+    if state == QueuedJob.State.RETRYING:
+        return "retrying"
+    if error_type(job) == "JobCancelled":
+        return "cancelled"
+    return "failed"
+
+
+class _Histogram:
+    """One histogram series: counts per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one: above every bucket
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1  # le semantics: value <= bound
+        self.total += value
+
+
+class WorkerMetrics:
+    """The metrics of one worker; `install()` subscribes to its hub, `render()` gives the
+    Prometheus text exposition.
+
+    The hub handlers only bump plain dicts (a few microseconds per job; prometheus-client's
+    own metric objects take a lock per update and cost several times that); the registry's
+    collector turns them into metric families when scraped. Everything runs on the worker's
+    event loop thread.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.worker = worker
+        self.started: dict[str, int] = {}
+        self.finished: dict[tuple[str, str], int] = {}
+        self.limit_kills: dict[tuple[str, str], int] = {}
+        self.duration: dict[str, _Histogram] = {}
+        self.wait: dict[str, _Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self._offs: list[Callable[[], None]] = []
+
+    def install(self) -> None:
+        if not self._offs:
+            self._offs = [
+                self.worker.hub.on(JOB_STARTED, self._on_started),
+                self.worker.hub.on(JOB_FINISHED, self._on_finished),
+            ]
+
+    def uninstall(self) -> None:
+        offs, self._offs = self._offs, []
+        for off in offs:
+            off()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[WorkerMetrics]:
+        self.install()
+        try:
+            yield self
+        finally:
+            self.uninstall()
+
+    # The two handlers run for every job: kept to dict updates, with `observe` inlined.
+
+    def _on_started(self, event: HubEvent) -> None:
+        job: QueuedJob = event.body["job"]
+        queue = job.queue
+        started = self.started
+        started[queue] = started.get(queue, 0) + 1
+        at, scheduled = job.started_at, job.scheduled_at
+        if at is not None and scheduled is not None:
+            hist = self.wait.get(queue)
+            if hist is None:
+                hist = self.wait[queue] = _Histogram()
+            seconds = (at - scheduled).total_seconds()
+            if seconds < 0.0:
+                seconds = 0.0
+            hist.counts[bisect_left(BUCKETS, seconds)] += 1
+            hist.total += seconds
+
+    def _on_finished(self, event: HubEvent) -> None:
+        job: QueuedJob = event.body["job"]
+        queue = job.queue
+        state = outcome(job)
+        key = (queue, state)
+        finished = self.finished
+        finished[key] = finished.get(key, 0) + 1
+        at = job.started_at
+        end = job.completed_at if state != "retrying" else datetime.now(UTC)
+        if at is not None and end is not None:
+            hist = self.duration.get(queue)
+            if hist is None:
+                hist = self.duration[queue] = _Histogram()
+            seconds = (end - at).total_seconds()
+            if seconds < 0.0:
+                seconds = 0.0
+            hist.counts[bisect_left(BUCKETS, seconds)] += 1
+            hist.total += seconds
+        if state != "succeeded":
+            limit = _LIMITS.get(error_type(job) or "")
+            if limit is not None:
+                key = (queue, limit)
+                self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def children_rss(worker: Worker) -> int:
+    """Resident memory (bytes) of the process executors' children, summed."""
+    import psutil
+
+    total = 0
+    for executor in worker.executors.values():
+        pool = getattr(executor, "pool", None)
+        for pid in getattr(pool, "pids", None) or ():
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
+    return total
+
+
+def _histogram(name: str, doc: str, series: dict[str, _Histogram]) -> Any:
+    from prometheus_client.core import HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
+
+    family = HistogramMetricFamily(name, doc, labels=["queue"])
+    for queue, hist in sorted(series.items()):
+        buckets, running = [], 0
+        for bound, count in zip([*BUCKETS, math.inf], hist.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        family.add_metric([queue], buckets, hist.total)
+    return family
+
+
+class _Collector:
+    """The worker's metrics, as metric families: the counters and histograms fed by the hub
+    handlers, and gauges read from the worker now."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        metrics, worker = self.metrics, self.metrics.worker
+        started = CounterMetricFamily(
+            "chancy_jobs_started", "Job attempts this worker started.", labels=["queue"]
+        )
+        for queue, count in sorted(metrics.started.items()):
+            started.add_metric([queue], count)
+        yield started
+        finished = CounterMetricFamily(
+            "chancy_jobs_finished",
+            "Job attempts this worker finished, by outcome "
+            "(succeeded, failed, retrying, cancelled).",
+            labels=["queue", "state"],
+        )
+        for (queue, state), count in sorted(metrics.finished.items()):
+            finished.add_metric([queue, state], count)
+        yield finished
+        yield _histogram(
+            "chancy_job_duration_seconds",
+            "Run time of finished job attempts (started_at to completed_at).",
+            metrics.duration,
+        )
+        yield _histogram(
+            "chancy_job_wait_seconds",
+            "Time jobs waited to start (scheduled_at to started_at).",
+            metrics.wait,
+        )
+        kills = CounterMetricFamily(
+            "chancy_limit_kills",
+            "Job attempts stopped for exceeding a limit (memory or time).",
+            labels=["queue", "limit"],
+        )
+        for (queue, limit), count in sorted(metrics.limit_kills.items()):
+            kills.add_metric([queue, limit], count)
+        yield kills
+        running = GaugeMetricFamily(
+            "chancy_worker_running_jobs", "Jobs this worker runs now.", labels=["queue"]
+        )
+        counts = _Tally(job.queue for job in worker.running_jobs())
+        for queue in worker.executors:
+            counts.setdefault(queue, 0)
+        for queue, count in sorted(counts.items()):
+            running.add_metric([queue], count)
+        yield running
+        yield GaugeMetricFamily(
+            "chancy_batcher_backlog",
+            "Job updates waiting to be written to the database.",
+            value=len(worker.outgoing),
+        )
+        yield GaugeMetricFamily(
+            "chancy_is_leader",
+            "1 while this worker is the leader.",
+            value=int(worker.is_leader.is_set()),
+        )
+        listener = worker.listener
+        yield GaugeMetricFamily(
+            "chancy_listener_connected",
+            "1 while the notification listener is connected (0 when notifications are off).",
+            value=int(bool(listener is not None and listener.connected)),
+        )
+        yield GaugeMetricFamily(
+            "chancy_worker_children_rss_bytes",
+            "Resident memory of the process executors' child processes, summed.",
+            value=children_rss(worker),
+        )
