@@ -29,7 +29,7 @@ class BlockingConn(Conn):
     async def execute(self, query: Query, params: Params = None) -> None:
         self.raw.execute(query, params)
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         return self.raw.execute(query, params).fetchall()
 
     async def run_sync(self, func: Callable[[psycopg.Connection], T]) -> T:
@@ -56,7 +56,7 @@ class BlockingCursorConn(Conn):
     async def execute(self, query: Query, params: Params = None) -> None:
         self.raw.execute(query, params)
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         return self.raw.execute(query, params).fetchall()
 
 

@@ -152,10 +152,10 @@ class Conn:
     async def execute(self, query: Query, params: Params = None) -> None:
         raise NotImplementedError
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    async def fetchone(self, query: Query, params: Params = None) -> tuple | None:
+    async def fetchone(self, query: Query, params: Params = None) -> tuple[Any, ...] | None:
         rows = await self.fetchall(query, params)
         return rows[0] if rows else None
 
@@ -178,7 +178,7 @@ class _AsyncConn(Conn):
     async def execute(self, query: Query, params: Params = None) -> None:
         await self.raw.execute(query, params)
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         cur = await self.raw.execute(query, params)
         return await cur.fetchall()
 
@@ -207,7 +207,7 @@ class CursorConn(Conn):
     async def execute(self, query: Query, params: Params = None) -> None:
         await self.raw.execute(query, params)
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         await self.raw.execute(query, params)
         return await self.raw.fetchall()
 
@@ -222,8 +222,8 @@ class _ThreadConn(Conn):
     async def execute(self, query: Query, params: Params = None) -> None:
         await anyio.to_thread.run_sync(self.raw.execute, query, params)
 
-    async def fetchall(self, query: Query, params: Params = None) -> list[tuple]:
-        def run() -> list[tuple]:
+    async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
             return self.raw.execute(query, params).fetchall()
 
         return await anyio.to_thread.run_sync(run)

@@ -96,7 +96,7 @@ class Tables:
         return sql.SQL(template).format(**{**names, **extra})
 
 
-def job_from_row(row: tuple) -> QueuedJob:
+def job_from_row(row: tuple[Any, ...]) -> QueuedJob:
     """A `QueuedJob` from a row selected with `JOB_COLUMNS`."""
     (
         id_,
@@ -161,7 +161,7 @@ def _json_text(text: str | None, empty: Any) -> Any:
     return json.loads(text)
 
 
-def job_from_text_row(row: tuple) -> QueuedJob:
+def job_from_text_row(row: tuple[Any, ...]) -> QueuedJob:
     """A `QueuedJob` from a row of `text_job_columns()`, built without re-validating what the
     database already holds (the worker's claim is its hottest path)."""
     (
@@ -212,7 +212,7 @@ def job_from_text_row(row: tuple) -> QueuedJob:
 _ROW_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
 
 
-def read_job(row: tuple) -> QueuedJob:
+def read_job(row: tuple[Any, ...]) -> QueuedJob:
     """`job_from_text_row`, except that a row which does not decode (written by hand: a limit
     of -1, kwargs nested too deep...) gives a stand-in naming the bad columns instead of
     raising: the worker fails it at once (one bad row never holds up its batch), and an

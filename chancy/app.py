@@ -64,7 +64,7 @@ def _ref_id(ref: Reference | str) -> str:
 _FINISHED = frozenset({QueuedJob.State.SUCCEEDED, QueuedJob.State.FAILED})
 
 
-def _wanted_states(states: Collection[QueuedJob.State | str] | None) -> frozenset:
+def _wanted_states(states: Collection[QueuedJob.State | str] | None) -> frozenset[str]:
     if states is None:
         return _FINISHED
     if isinstance(states, str | QueuedJob.State):
@@ -114,7 +114,7 @@ def _default_plugins() -> list[Plugin]:
     return default_plugins()
 
 
-def _queue_row(queue: Queue) -> tuple:
+def _queue_row(queue: Queue) -> tuple[Any, ...]:
     return (
         queue.name,
         queue.concurrency,
@@ -129,7 +129,7 @@ def _queue_row(queue: Queue) -> tuple:
     )
 
 
-def _queue_from_row(row: tuple) -> Queue:
+def _queue_from_row(row: tuple[Any, ...]) -> Queue:
     name, concurrency, tags, state, executor, options, polling, rate_limit, window, resume = row
     return Queue(
         name=name,
@@ -314,7 +314,7 @@ def _compose_insert_query(tables: Tables, notify: bool, strict: bool) -> sql.Com
     )
 
 
-def _inserted(plan: _PushPlan, rows: list[tuple], offset: int) -> set[str]:
+def _inserted(plan: _PushPlan, rows: list[tuple[Any, ...]], offset: int) -> set[str]:
     missing = sorted(value for kind, value in rows if kind == "missing")
     if missing:
         index = offset + next(i for i, queue in enumerate(plan.queue_of) if queue in missing)
@@ -378,7 +378,7 @@ class _Target:
         self.where = _sql.jobs_where(**{name: True for name in self.params})
         self.empty = False
 
-    def result(self, rows: list[tuple], why: Callable[[str], str]) -> JobsResult:
+    def result(self, rows: list[tuple[Any, ...]], why: Callable[[str], str]) -> JobsResult:
         done: list[str] = []
         skipped = dict(self.invalid)
         seen: set[str] = set()
@@ -592,7 +592,7 @@ class Chancy:
 
     # -- migrations ------------------------------------------------------------------------
 
-    def _components(self) -> list[tuple[str, list]]:
+    def _components(self) -> list[tuple[str, list[Any]]]:
         return [(CORE, CORE_MIGRATIONS)] + [
             (f"plugin:{p.identifier}", p.migrations()) for p in self.plugins if p.migrations()
         ]

@@ -411,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{misc,queue,job,worker}")
 
-    def command(sub: Any, name: str, func: Callable, help_: str) -> argparse.ArgumentParser:
+    def command(
+        sub: Any, name: str, func: Callable[..., Any], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(handler=func)
         return p

@@ -51,11 +51,11 @@ class Limit:
         if self.value <= 0:
             raise ValueError(f"Limit.value: must be positive, got {self.value!r}")
 
-    def serialize(self) -> dict:
+    def serialize(self) -> dict[str, Any]:
         return {"type": self.type_.value, "value": self.value}
 
     @classmethod
-    def deserialize(cls, data: dict) -> Limit:
+    def deserialize(cls, data: dict[str, Any]) -> Limit:
         return cls(data["type"], data["value"])  # __post_init__ names a bad type or value
 
 
@@ -137,7 +137,7 @@ class Job:
     def with_unique_key(self, unique_key: str) -> Job:
         return dataclasses.replace(self, unique_key=unique_key)
 
-    def pack(self) -> dict:
+    def pack(self) -> dict[str, Any]:
         """Pack the job into a JSON-safe dictionary (see `unpack`)."""
         return {
             "func": self.func,
@@ -152,7 +152,7 @@ class Job:
         }
 
     @classmethod
-    def _fields_from(cls, data: dict) -> dict[str, Any]:
+    def _fields_from(cls, data: dict[str, Any]) -> dict[str, Any]:
         return {
             "func": data["func"],
             "queue": data.get("queue", "default"),
@@ -166,7 +166,7 @@ class Job:
         }
 
     @classmethod
-    def unpack(cls, data: dict) -> Job:
+    def unpack(cls, data: dict[str, Any]) -> Job:
         """Unpack a dictionary made by `pack` into a Job."""
         return Job(**Job._fields_from(data))
 
@@ -202,7 +202,7 @@ class QueuedJob(Job):
     def is_finished(self) -> bool:
         return self.state in (QueuedJob.State.SUCCEEDED, QueuedJob.State.FAILED)
 
-    def pack(self) -> dict:
+    def pack(self) -> dict[str, Any]:
         return {
             **super().pack(),
             "id": self.id,
@@ -215,7 +215,7 @@ class QueuedJob(Job):
         }
 
     @classmethod
-    def unpack(cls, data: dict) -> QueuedJob:
+    def unpack(cls, data: dict[str, Any]) -> QueuedJob:
         return QueuedJob(
             **Job._fields_from(data),
             id=data["id"],

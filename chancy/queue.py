@@ -34,7 +34,7 @@ class Queue:
     tags: set[str] = dataclasses.field(default_factory=lambda: {r".*"})
     state: State = State.ACTIVE
     executor: str = "chancy.executors.process.ProcessExecutor"
-    executor_options: dict = dataclasses.field(default_factory=dict)
+    executor_options: dict[str, Any] = dataclasses.field(default_factory=dict[str, Any])
     polling_interval: int = 1
     rate_limit: int | None = None
     rate_limit_window: int | None = None
@@ -97,7 +97,7 @@ class Queue:
         ):
             raise ValueError("Queue.resume_at: expected a timezone-aware datetime or None")
 
-    def pack(self) -> dict:
+    def pack(self) -> dict[str, Any]:
         """Pack the queue into a JSON-safe dictionary (see `unpack`)."""
         packed: dict[str, Any] = {
             "name": self.name,

@@ -163,7 +163,9 @@ class Batcher:
         #: Test hook: rows written so far.
         self.written = 0
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         outbox = self.outbox
         last_write = -math.inf

@@ -49,7 +49,9 @@ class Fetcher:
         now = time.time()
         return math.floor(now / window) * window + window - now + 0.01
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         worker, queue, executor = self.worker, self.queue, self.executor
         off = worker.hub.on(QUEUE_WAKE, self._on_wake)
         interval = float(queue.polling_interval)

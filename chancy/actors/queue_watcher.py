@@ -71,7 +71,9 @@ class QueueWatcher:
             status[name] = {"status": "running" if runner.fetcher is not None else "starting"}
         return status
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         worker = self.worker
         off = worker.hub.on(QUEUE_CHANGED, lambda _event: self.wakeup.set())
         delay = 0.1

@@ -65,7 +65,9 @@ class AsyncExecutor(Executor):
         self._cancelled: set[str] = set()
         self._limiter = anyio.CapacityLimiter(self.concurrency)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         # Jobs still queued or running when this is cancelled stay in `running`; the worker
         # puts them back with `release_unfinished`.
         async with anyio.create_task_group() as tg:

@@ -177,7 +177,9 @@ class Executor(abc.ABC):
     # -- to implement ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Set up resources, call `task_status.started()` when ready, run until cancelled,
         then clean up (shielded). Jobs still running are left to `release_unfinished`."""
 

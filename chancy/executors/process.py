@@ -105,7 +105,9 @@ class ProcessExecutor(Executor):
         self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)
         self._cancelled: set[str] = set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         # Cancelling this kills the busy children (their jobs stay in `running` for the
         # worker's `release_unfinished`), then the pool stops the idle ones (shielded).
         try:

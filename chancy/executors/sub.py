@@ -175,7 +175,9 @@ class SubInterpreterExecutor(Executor):
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancelled: set[str] = set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
             check_supported()
             async with anyio.create_task_group() as tg:

@@ -66,7 +66,9 @@ def _rescue_query(chancy: Chancy) -> Any:
     )
 
 
-async def rescue_jobs(chancy: Chancy, *, grace: float = 10, batch_size: int = 1000) -> list[tuple]:
+async def rescue_jobs(
+    chancy: Chancy, *, grace: float = 10, batch_size: int = 1000
+) -> list[tuple[Any, ...]]:
     """Rescue up to `batch_size` abandoned jobs; returns (id, queue, new_state) of each.
 
     Sends a push notice for the queues that got runnable jobs back, and a ``job.done`` notice

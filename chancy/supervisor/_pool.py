@@ -272,7 +272,9 @@ class ChildPool:
         if stack is not None:
             await stack.__aexit__(*exc_info)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Actor form: start, report started, run until cancelled, stop every child."""
         async with self:
             task_status.started()
