@@ -8,7 +8,7 @@ import os
 import sys
 
 from chancy.app import Chancy
-from chancy.errors import AppRefError
+from chancy.errors import AppRefError as AppRefError
 
 
 def load_app(spec: str | None) -> Chancy:

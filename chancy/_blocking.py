@@ -23,14 +23,15 @@ T = TypeVar("T")
 class BlockingConn(Conn):
     """`Conn` over a sync psycopg connection: every "await" completes before it returns."""
 
-    def __init__(self, raw: psycopg.Connection) -> None:
+    def __init__(self, raw: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.raw = raw
 
     async def execute(self, query: Query, params: Params = None) -> None:
         self.raw.execute(query, params)
 
     async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
-        return self.raw.execute(query, params).fetchall()
+        rows: list[tuple[Any, ...]] = self.raw.execute(query, params).fetchall()
+        return rows
 
     async def run_sync(self, func: Callable[[psycopg.Connection], T]) -> T:
         return func(self.raw)
@@ -50,14 +51,15 @@ class BlockingConn(Conn):
 class BlockingCursorConn(Conn):
     """`Conn` over the caller's sync cursor, for the `sync_*_ex` operations."""
 
-    def __init__(self, cursor: psycopg.Cursor) -> None:
+    def __init__(self, cursor: psycopg.Cursor[tuple[Any, ...]]) -> None:
         self.raw = cursor
 
     async def execute(self, query: Query, params: Params = None) -> None:
         self.raw.execute(query, params)
 
     async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
-        return self.raw.execute(query, params).fetchall()
+        rows: list[tuple[Any, ...]] = self.raw.execute(query, params).fetchall()
+        return rows
 
 
 async def blocking_sleep(seconds: float) -> None:
@@ -70,7 +72,8 @@ def run_blocking(operation: Coroutine[Any, Any, T]) -> T:
     try:
         operation.send(None)
     except StopIteration as done:
-        return done.value
+        value: T = done.value
+        return value
     operation.close()
     raise RuntimeError(
         "a sync_* operation awaited something other than its blocking connection"

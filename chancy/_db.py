@@ -172,7 +172,7 @@ class Conn:
 
 
 class _AsyncConn(Conn):
-    def __init__(self, raw: psycopg.AsyncConnection) -> None:
+    def __init__(self, raw: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
         self.raw = raw
 
     async def execute(self, query: Query, params: Params = None) -> None:
@@ -180,7 +180,8 @@ class _AsyncConn(Conn):
 
     async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         cur = await self.raw.execute(query, params)
-        return await cur.fetchall()
+        rows: list[tuple[Any, ...]] = await cur.fetchall()
+        return rows
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -201,7 +202,7 @@ class CursorConn(Conn):
     """`Conn` over the caller's async cursor, for the `*_ex` operations (single statements,
     inside whatever transaction the caller has open)."""
 
-    def __init__(self, cursor: psycopg.AsyncCursor) -> None:
+    def __init__(self, cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> None:
         self.raw = cursor
 
     async def execute(self, query: Query, params: Params = None) -> None:
@@ -209,11 +210,12 @@ class CursorConn(Conn):
 
     async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         await self.raw.execute(query, params)
-        return await self.raw.fetchall()
+        rows: list[tuple[Any, ...]] = await self.raw.fetchall()
+        return rows
 
 
 class _ThreadConn(Conn):
-    def __init__(self, raw: psycopg.Connection) -> None:
+    def __init__(self, raw: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.raw = raw
 
     async def run_sync(self, func: Callable[[psycopg.Connection], T]) -> T:
@@ -224,7 +226,8 @@ class _ThreadConn(Conn):
 
     async def fetchall(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
-            return self.raw.execute(query, params).fetchall()
+            rows: list[tuple[Any, ...]] = self.raw.execute(query, params).fetchall()
+            return rows
 
         return await anyio.to_thread.run_sync(run)
 
@@ -399,13 +402,15 @@ class Database:
             async with self.async_pool.connection() as raw:
                 yield _AsyncConn(raw)
         else:
-            pool = self.sync_pool or await anyio.to_thread.run_sync(self.open_sync)
-            raw = await anyio.to_thread.run_sync(pool.getconn)
+            pool = self.sync_pool
+            if pool is None:
+                pool = await anyio.to_thread.run_sync(self.open_sync)
+            raw_s = await anyio.to_thread.run_sync(pool.getconn)
             try:
-                yield _ThreadConn(raw)
+                yield _ThreadConn(raw_s)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(pool.putconn, raw)
+                    await anyio.to_thread.run_sync(pool.putconn, raw_s)
 
     @contextlib.asynccontextmanager
     async def dedicated(self) -> AsyncIterator[Conn]:

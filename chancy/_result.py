@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from chancy.errors import ResultError
+from chancy.errors import ResultError as ResultError
 
 #: The default `max_result_size` executor option: 1 MiB of JSON.
 DEFAULT_MAX_RESULT_SIZE = 1024 * 1024

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chancy.errors import JobNotAllowed
+from chancy.errors import JobNotAllowed as JobNotAllowed
 from chancy.job import registered_functions
 
 

@@ -64,7 +64,9 @@ def _ref_id(ref: Reference | str) -> str:
 _FINISHED = frozenset({QueuedJob.State.SUCCEEDED, QueuedJob.State.FAILED})
 
 
-def _wanted_states(states: Collection[QueuedJob.State | str] | None) -> frozenset[str]:
+def _wanted_states(
+    states: Collection[QueuedJob.State | str] | None,
+) -> frozenset[QueuedJob.State]:
     if states is None:
         return _FINISHED
     if isinstance(states, str | QueuedJob.State):

@@ -83,7 +83,7 @@ def _limits(text: str) -> list[Limit]:
             elif kind == "time":
                 seconds = _duration(value).total_seconds()
                 limits.append(
-                    Limit(Limit.Type.TIME, int(seconds) if seconds.is_integer() else seconds)
+                    Limit(Limit.Type.TIME, int(seconds) if seconds.is_integer() else seconds)  # type: ignore[arg-type]
                 )
             else:
                 raise ValueError(f"unknown limit {kind!r}")
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(
         sub: Any, name: str, func: Callable[..., Any], help_: str
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(handler=func)
         return p
 

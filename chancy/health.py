@@ -71,7 +71,9 @@ class HealthServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.bound_port or self.port}"
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         log = self.worker.log
         if not self.loopback:
             log.warning(
@@ -130,7 +132,10 @@ class HealthServer:
         status = 200 if ok else 503
         if not self._authorized(request):
             return Response.text(status, "ok\n" if ok else "unavailable\n")
-        body = {"status": "ok" if ok else "unavailable", "worker_id": self.worker.worker_id}
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "unavailable",
+            "worker_id": self.worker.worker_id,
+        }
         body["checks"] = checks
         return Response(status, json.dumps(body).encode() + b"\n", "application/json")
 

@@ -194,7 +194,7 @@ def _histogram(name: str, doc: str, series: dict[str, _Histogram]) -> Any:
         buckets, running = [], 0
         for bound, count in zip([*BUCKETS, math.inf], hist.counts, strict=True):
             running += count
-            buckets.append((floatToGoString(bound), running))
+            buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
         family.add_metric([queue], buckets, hist.total)
     return family
 

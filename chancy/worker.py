@@ -108,7 +108,7 @@ def _as_conn(conn: Conn | psycopg.AsyncConnection | psycopg.Connection) -> Conn:
 job_from_claim_row = read_job
 
 
-def _in_claim_order(rows: list[tuple]) -> list[QueuedJob]:
+def _in_claim_order(rows: list[tuple[Any, ...]]) -> list[QueuedJob]:
     """Jobs in the order they were picked (RETURNING does not keep it): priority, then id."""
     jobs = [job_from_claim_row(row) for row in rows]
     jobs.sort(key=lambda job: (-job.priority, job.id))
@@ -311,7 +311,7 @@ class Worker:
 
         async def main() -> None:
             try:
-                await self.run(task_status=_Status())  # type: ignore[arg-type]
+                await self.run(task_status=_Status())
             except BaseException as exc:  # a background task has no one to raise to
                 if not ready.is_set():
                     failure.append(exc)
@@ -353,7 +353,9 @@ class Worker:
                 "`await chancy.migrate()` or `chancy --app module:attr misc migrate` first"
             )
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the worker until `stop()`, a signal, or cancellation; `task_group.start(run)`
         returns once every actor is up."""
         if self._running:

@@ -30,7 +30,9 @@ class Heartbeat:
         #: Set it to announce at once (the queue watcher does when the worker's queues change).
         self.wakeup = Wakeup()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         worker = self.worker
         await self._beat()
         task_status.started()

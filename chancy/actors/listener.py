@@ -44,7 +44,9 @@ class Listener:
         #: Whether the LISTEN connection is open now (for readiness and metrics).
         self.connected = False
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         worker = self.worker
         channel = worker.chancy.tables.channel
         started = False

@@ -439,7 +439,7 @@ def executor_class(queue: Queue) -> type[Executor]:
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
         accepted |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         if klass is Executor:
             break  # the base's own options (max_result_size); it refuses any other

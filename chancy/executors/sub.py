@@ -54,7 +54,7 @@ def check_supported() -> None:
             "Use chancy.executors.process.ProcessExecutor (the default) instead."
         )
     try:
-        import _interpreters  # type: ignore[import-not-found]  # noqa: F401
+        import _interpreters  # type: ignore[import-not-found,unused-ignore]  # 3.13+  # noqa: F401
     except ImportError as exc:  # pragma: no cover - a build without sub-interpreters
         raise RuntimeError(
             f"SubInterpreterExecutor: this Python {platform.python_version()} build has no "
@@ -135,7 +135,7 @@ def _run_in_interpreter(run: _Run, job_json: str) -> dict[str, Any]:
     If the run was abandoned meanwhile (time limit, cancel), the interpreter is destroyed
     here once the job returns.
     """
-    import _interpreters  # type: ignore[import-not-found]
+    import _interpreters  # type: ignore[import-not-found,unused-ignore]  # 3.13+
 
     fd, out_path = tempfile.mkstemp(prefix="chancy-sub-", suffix=".json")
     os.close(fd)
@@ -157,7 +157,8 @@ def _run_in_interpreter(run: _Run, job_json: str) -> dict[str, Any]:
         if abandoned:
             _interpreters.destroy(run.interp)
     if raw:
-        return json.loads(raw)
+        decoded: dict[str, Any] = json.loads(raw)
+        return decoded
     return {
         "ok": False,
         "type": "SubInterpreterError",
@@ -200,7 +201,7 @@ class SubInterpreterExecutor(Executor):
             scope.cancel()
 
     async def _slot(self) -> None:
-        import _interpreters  # type: ignore[import-not-found]
+        import _interpreters  # type: ignore[import-not-found,unused-ignore]  # 3.13+
 
         interp = None
         try:

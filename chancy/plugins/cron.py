@@ -119,7 +119,7 @@ def check_cron(cron: str) -> str:
 def next_tick(cron: str, tz: str | None, after: datetime) -> datetime:
     """The first time strictly after `after` that `cron` matches in `tz`, in UTC."""
     start = after.astimezone(_zone(tz))
-    tick = _croniter()(cron, start).get_next(datetime)
+    tick: datetime = _croniter()(cron, start).get_next(datetime)
     return tick.astimezone(UTC)
 
 
@@ -132,7 +132,8 @@ def _as_job(job: Job | Any) -> Job:
 
 async def _now(conn: Any) -> datetime:
     row = await conn.fetchone("SELECT now()")
-    return row[0]
+    now: datetime = row[0]
+    return now
 
 
 async def schedule(

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import time
+import types
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -267,10 +268,15 @@ class ChildPool:
         self._exit_stack = stack
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
         stack, self._exit_stack = self._exit_stack, None
         if stack is not None:
-            await stack.__aexit__(*exc_info)
+            await stack.__aexit__(exc_type, exc, tb)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -544,7 +550,7 @@ class ChildPool:
                     _error(
                         ChildStartError.__name__,
                         f"the job did not start on {START_TRIES} worker processes in a row; "
-                        f"the last one {outcome.reason}",
+                        f"the last one {outcome.reason}",  # type: ignore[union-attr]
                     ),
                 )
             child.jobs_run += 1

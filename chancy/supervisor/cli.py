@@ -178,7 +178,7 @@ async def _status_writer(path: Path, worker: Worker, interval: float) -> None:
 def http_token(args: argparse.Namespace) -> str | None:
     """The bearer token for --http: --http-token-file, else $CHANCY_HTTP_TOKEN, else None."""
     if args.http_token_file is not None:
-        token = args.http_token_file.read_text().strip()
+        token: str = args.http_token_file.read_text().strip()
         if not token:
             raise ValueError(f"--http-token-file {args.http_token_file} is empty")
         return token

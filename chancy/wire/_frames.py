@@ -15,7 +15,7 @@ import threading
 
 import msgspec
 
-from chancy.errors import ProtocolError
+from chancy.errors import ProtocolError as ProtocolError
 
 from ._messages import Message
 
@@ -47,7 +47,7 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
 
 
 def _check_length(header: bytes, max_size: int) -> int:
-    (length,) = _HEADER.unpack(header)
+    length: int = _HEADER.unpack(header)[0]
     if length > max_size:
         raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {max_size}")
     return length

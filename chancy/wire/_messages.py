@@ -26,7 +26,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     traceback: str
 
 
-class Hello(_Base, tag="hello"):
+class Hello(_Base, frozen=True, tag="hello"):
     """Supervisor -> child, first message: protocol version and the child's setup."""
 
     version: int
@@ -35,20 +35,20 @@ class Hello(_Base, tag="hello"):
     initializer: str | None = None
 
 
-class Ready(_Base, tag="ready"):
+class Ready(_Base, frozen=True, tag="ready"):
     """Child -> supervisor, answer to :class:`Hello` once the initializer has run."""
 
     version: int
     pid: int
 
 
-class Fatal(_Base, tag="fatal"):
+class Fatal(_Base, frozen=True, tag="fatal"):
     """Child -> supervisor: the child cannot serve (bad version, initializer failed)."""
 
     error: ErrorInfo
 
 
-class RunJob(_Base, tag="run_job"):
+class RunJob(_Base, frozen=True, tag="run_job"):
     """Supervisor -> child: run one job.
 
     ``job`` is the packed ``QueuedJob`` as JSON bytes. ``time_limit`` (seconds) lets the
@@ -63,7 +63,7 @@ class RunJob(_Base, tag="run_job"):
     max_result_size: int | None = None
 
 
-class Started(_Base, tag="started"):
+class Started(_Base, frozen=True, tag="started"):
     """Child -> supervisor: the child's main loop took the job and is about to run it.
 
     Sent before any of the job's code runs, so a job whose child died (or was stuck) before
@@ -74,7 +74,7 @@ class Started(_Base, tag="started"):
     job_id: str
 
 
-class JobDone(_Base, tag="job_done"):
+class JobDone(_Base, frozen=True, tag="job_done"):
     """Child -> supervisor: the job ended; ``meta`` is the job's meta after the run (JSON).
 
     ``result`` is what the job's function returned, encoded as JSON by the child (None when
@@ -89,7 +89,7 @@ class JobDone(_Base, tag="job_done"):
     result: bytes | None = None
 
 
-class StopJob(_Base, tag="stop_job"):
+class StopJob(_Base, frozen=True, tag="stop_job"):
     """Supervisor -> child: raise a stop exception inside the running job."""
 
     job_id: str
@@ -97,7 +97,7 @@ class StopJob(_Base, tag="stop_job"):
     kind: str = "cancelled"  # "cancelled" or "time_limit"
 
 
-class Shutdown(_Base, tag="shutdown"):
+class Shutdown(_Base, frozen=True, tag="shutdown"):
     """Supervisor -> child: finish up and exit (sent only while the child is idle)."""
 
 
