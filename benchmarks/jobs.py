@@ -53,5 +53,5 @@ def sleep_ignoring_stop(marker: str) -> None:
         try:
             while True:
                 time.sleep(0.05)
-        except BaseException:  # noqa: S110 - the point: it ignores the request to stop
+        except BaseException:
             pass

@@ -85,7 +85,8 @@ async def limits_once(dsn: str) -> dict[str, float]:
                 gone = time.time()
                 job = await app.wait_for_job(ref, interval=0.1, timeout=30)
                 failed = time.time()
-                assert job is not None and job.state == QueuedJob.State.FAILED, job
+                assert job is not None, job
+                assert job.state == QueuedJob.State.FAILED, job
                 assert "memory" in job.errors[-1]["traceback"], job.errors
                 result["memory_gone_ms"] = (gone - crossed) * 1000
                 result["memory_failed_ms"] = (failed - crossed) * 1000
@@ -102,7 +103,8 @@ async def limits_once(dsn: str) -> dict[str, float]:
                 _, started = await _marker(marker)
                 job = await app.wait_for_job(ref, interval=0.1, timeout=30)
                 failed = time.time()
-                assert job is not None and job.state == QueuedJob.State.FAILED, job
+                assert job is not None, job
+                assert job.state == QueuedJob.State.FAILED, job
                 result["time_failed_ms"] = (failed - started - TIME_LIMIT_S) * 1000
 
                 # A job that swallows the stop request: killed after the grace period.
@@ -122,7 +124,8 @@ async def limits_once(dsn: str) -> dict[str, float]:
                 gone = time.time()
                 job = await app.wait_for_job(ref, interval=0.1, timeout=30)
                 failed = time.time()
-                assert job is not None and job.state == QueuedJob.State.FAILED, job
+                assert job is not None, job
+                assert job.state == QueuedJob.State.FAILED, job
                 result["stubborn_gone_ms"] = (gone - started - TIME_LIMIT_S) * 1000
                 result["stubborn_failed_ms"] = (failed - started - TIME_LIMIT_S) * 1000
     finally:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import anyio  # noqa: E402
-from psycopg import sql  # noqa: E402
+import anyio
+from psycopg import sql
 
-from chancy import Chancy, Queue  # noqa: E402
-from chancy import _sql as queries  # noqa: E402
+from chancy import Chancy, Queue
+from chancy import _sql as queries
 
 QUEUES = 10
 
@@ -166,9 +166,8 @@ def main() -> int:
             print(explain(app, queries.queue_stats_query(app.tables, False), {"name": None}))
     finally:
         anyio.run(migrate, 0)
-        with app:
-            with app.sync_pool.connection() as conn:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(app.tables.schema_versions))
+        with app, app.sync_pool.connection() as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(app.tables.schema_versions))
         print(f"dropped the tables of {prefix}")
     return 0
 

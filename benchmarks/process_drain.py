@@ -8,6 +8,7 @@ are sampled with psutil at rest and through the drain.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import anyio
@@ -37,10 +38,8 @@ def _tree(proc: psutil.Process) -> tuple[int, list[int]]:
     own = proc.memory_info().rss
     kids = []
     for child in proc.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             kids.append(child.memory_info().rss)
-        except psutil.NoSuchProcess:
-            pass
     return own, kids
 
 

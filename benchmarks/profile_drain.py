@@ -108,7 +108,7 @@ def main() -> None:
         try:
             from pyinstrument import Profiler
         except ImportError:
-            Profiler = None  # noqa: N806
+            Profiler = None
         start = time.perf_counter()
         if args.no_profile:
             figures = anyio.run(drain, dsn)

@@ -73,7 +73,8 @@ async def steady_once(
                     refs.append(ref.identifier)
                     if i % every == 0:
                         done = await app.wait_for_job(ref, interval=WAIT_INTERVAL, timeout=60)
-                        assert done is not None and done.state == done.State.SUCCEEDED
+                        assert done is not None
+                        assert done.state == done.State.SUCCEEDED
                         waits.append((time.perf_counter() - start) * 1000)
 
                 async with anyio.create_task_group() as tg:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chancy._db import Conn, Params, Query
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine
+
+    import psycopg
 
 T = TypeVar("T")
 
@@ -64,7 +66,7 @@ class BlockingCursorConn(Conn):
 
 async def blocking_sleep(seconds: float) -> None:
     """The `sleep` of a blocking operation: blocks the calling thread."""
-    time.sleep(seconds)
+    time.sleep(seconds)  # noqa: ASYNC251 - never awaited on a loop: see run_blocking
 
 
 def run_blocking(operation: Coroutine[Any, Any, T]) -> T:

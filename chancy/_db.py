@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import psycopg
@@ -23,6 +22,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy.errors import ConnectionRejected, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    import logging
 
 T = TypeVar("T")
 Query = str | sql.Composable
@@ -189,12 +191,11 @@ class _AsyncConn(Conn):
             yield
 
     async def notifies(self, timeout: float) -> list[tuple[str, str]]:
-        got = []
-        async for n in self.raw.notifies(timeout=timeout, stop_after=1):
-            got.append((n.channel, n.payload))
-        if got:
-            async for n in self.raw.notifies(timeout=0.0):
-                got.append((n.channel, n.payload))
+        got = [
+            (n.channel, n.payload) async for n in self.raw.notifies(timeout=timeout, stop_after=1)
+        ]
+        if got:  # then whatever else is already in, without waiting
+            got += [(n.channel, n.payload) async for n in self.raw.notifies(timeout=0.0)]
         return got
 
 

@@ -8,14 +8,18 @@ probes and a Prometheus scraper; not a general web server.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
-import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
+
+if TYPE_CHECKING:
+    import logging
 
 #: Largest request head (request line and headers) accepted, in bytes.
 MAX_HEAD = 8192
@@ -169,10 +173,8 @@ async def handle_connection(
 
 async def _send(stream: anyio.abc.ByteStream, data: bytes) -> None:
     with anyio.move_on_after(WRITE_TIMEOUT):
-        try:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await stream.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
 
 
 async def serve(

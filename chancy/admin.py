@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from chancy.job import QueuedJob
-from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from chancy.queue import Queue
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:

@@ -8,10 +8,13 @@ error, before anything is imported. It is checked on the path string alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from chancy.errors import JobNotAllowed as JobNotAllowed
 from chancy.job import registered_functions
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class AllowList:

@@ -14,21 +14,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Collection,
-    Coroutine,
-    Iterator,
-    Sequence,
-)
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from psycopg import AsyncCursor, Cursor, sql
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy import _sql
 from chancy._blocking import BlockingConn, BlockingCursorConn, blocking_sleep, run_blocking
@@ -40,6 +30,19 @@ from chancy.job import Job, QueuedJob, Reference, uuid7
 from chancy.migrations import CORE, CORE_MIGRATIONS, current_version, migrate_component
 from chancy.plugin import Plugin, check_plugins
 from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from collections.abc import (
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Collection,
+        Coroutine,
+        Iterator,
+        Sequence,
+    )
+
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 _INT32 = 2**31 - 1
 T = TypeVar("T")

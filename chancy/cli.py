@@ -10,9 +10,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import psycopg
@@ -25,6 +24,9 @@ from chancy.embedded import DEFAULT_DATA_DIR, embedded_status, stop_embedded
 from chancy.errors import ChancyError, DatabaseUnavailable
 from chancy.job import Job, Limit, QueuedJob
 from chancy.queue import Queue
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 def _print_json(value: Any) -> None:
@@ -299,9 +301,12 @@ async def _rehearse(
 ) -> JobsResult:
     """Run the operation in a transaction that is rolled back: exactly what it would do."""
     method = getattr(app, f"{op}_ex")
-    async with app.pool.connection() as conn:
-        async with conn.transaction(force_rollback=True), conn.cursor() as cursor:
-            return await method(cursor, **target, **extra)  # type: ignore[no-any-return]
+    async with (
+        app.pool.connection() as conn,
+        conn.transaction(force_rollback=True),
+        conn.cursor() as cursor,
+    ):
+        return await method(cursor, **target, **extra)  # type: ignore[no-any-return]
 
 
 async def _bulk(app: Chancy, args: argparse.Namespace, op: str, verb: str, **extra: Any) -> int:
@@ -318,7 +323,8 @@ async def _bulk(app: Chancy, args: argparse.Namespace, op: str, verb: str, **ext
                 f"{len(preview.done)} job(s) match: pass --yes to act on them "
                 "(or --dry-run to list them)"
             )
-        if input(question).strip().lower() not in ("y", "yes"):
+        answer = await anyio.to_thread.run_sync(input, question)
+        if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return 1
     return _print_result(verb, await getattr(app, op)(**target, **extra), args, dry=False)

@@ -14,8 +14,10 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 DEFAULT_DATA_DIR = ".chancy-pgdata"
 

@@ -12,11 +12,13 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar
 
 from chancy.errors import JobImportError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 P = ParamSpec("P")
 R = TypeVar("R", covariant=True)

@@ -12,7 +12,6 @@ import contextlib
 import math
 from bisect import bisect_left
 from collections import Counter as _Tally
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, HubEvent
 from chancy.job import QueuedJob
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from chancy.worker import Worker
 
 INSTALL_HINT = 'pip install "chancy-queue[metrics]"  (or: pip install "prometheus-client>=0.20")'
@@ -178,10 +179,8 @@ def children_rss(worker: Worker) -> int:
     for executor in worker.executors.values():
         pool = getattr(executor, "pool", None)
         for pid in getattr(pool, "pids", None) or ():
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += psutil.Process(pid).memory_info().rss
-            except psutil.Error:
-                pass
     return total
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from chancy._db import Conn
 from chancy._sql import Tables
+
+if TYPE_CHECKING:
+    from chancy._db import Conn
 
 Statements = Callable[[Tables], Sequence[sql.Composable]]
 

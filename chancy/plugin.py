@@ -26,16 +26,16 @@ restarted). A leader-only plugin's actor does its work only while `worker.is_lea
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from chancy.job import QueuedJob
-from chancy.migrations import Migration
-
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from chancy.app import Chancy
+    from chancy.job import QueuedJob
+    from chancy.migrations import Migration
     from chancy.worker import Worker
 
 

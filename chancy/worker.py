@@ -34,6 +34,7 @@ the writes of its previous incarnation change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -71,17 +72,17 @@ from chancy.actors.messages import (
     HubEvent,
 )
 from chancy.actors.queue_watcher import QueueWatcher
-from chancy.allowlist import AllowList
 from chancy.errors import MigrationsNeededError
 from chancy.hub import Hub
-from chancy.job import QueuedJob
-from chancy.queue import Queue
 
 if TYPE_CHECKING:
+    from chancy.allowlist import AllowList
     from chancy.app import Chancy
     from chancy.executors.base import Executor
     from chancy.health import HealthServer
+    from chancy.job import QueuedJob
     from chancy.plugin import Plugin
+    from chancy.queue import Queue
 
 #: Seconds the final flush of updates may take when stopping.
 FLUSH_TIMEOUT = 10.0
@@ -464,10 +465,8 @@ class Worker:
     def _on_cancel_event(self, event: HubEvent) -> None:
         job_id = event.body.get("id")
         if job_id and self._cancel_send is not None:
-            try:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._cancel_send.send_nowait(str(job_id))
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
 
     async def _canceller(self, receive: Any) -> None:
         async with receive:

@@ -95,7 +95,8 @@ async def test_push_stores_every_field(chancy: Chancy) -> None:
     assert stored.limits == job.limits
     assert stored.meta == {"source": "test"}
     assert (stored.state, stored.attempts, stored.errors) == (QueuedJob.State.PENDING, 0, [])
-    assert stored.started_at is None and stored.completed_at is None
+    assert stored.started_at is None
+    assert stored.completed_at is None
     # An @job function can be pushed as it is.
     await chancy.declare(Queue("other"))
     ref2 = await chancy.push(jobs.decorated.job.with_queue("other"))
@@ -151,7 +152,9 @@ async def test_bad_job_in_batch_writes_nothing_of_that_batch(chancy: Chancy) -> 
 async def test_push_to_an_undeclared_queue_waits_for_it(chancy: Chancy) -> None:
     ref = await chancy.push(Job.from_func(jobs.noop, queue="later"))
     job = await chancy.get_job(ref)
-    assert job is not None and job.state is QueuedJob.State.PENDING and job.queue == "later"
+    assert job is not None
+    assert job.state is QueuedJob.State.PENDING
+    assert job.queue == "later"
     await chancy.declare(Queue("default"))
     await chancy.push(Job.from_func(jobs.noop))
     assert await chancy.get_undeclared_queues() == {"later": 1}
@@ -169,7 +172,9 @@ async def test_unique_key_returns_existing_job(chancy: Chancy) -> None:
         async for batch in chancy.push_many([job, job.with_unique_key("report-2"), job])
         for r in batch
     ]
-    assert refs[0] == first and refs[2] == first and refs[1] != first
+    assert refs[0] == first
+    assert refs[2] == first
+    assert refs[1] != first
     # Once the holder is finished, the key is free again.
     await rows(
         chancy, "UPDATE {jobs} SET state = 'succeeded' WHERE id = %s RETURNING id", first.identifier
@@ -192,7 +197,8 @@ async def test_unique_key_under_concurrent_pushes(dsn: str, prefix: str) -> None
         async with anyio.create_task_group() as tg:
             for _ in range(8):
                 tg.start_soon(pusher)
-        assert len(refs) == 80 and len(set(refs)) == 1
+        assert len(refs) == 80
+        assert len(set(refs)) == 1
         assert await rows(app, "SELECT count(*) FROM {jobs}") == [(1,)]
 
 
@@ -223,7 +229,8 @@ async def test_push_statements_are_per_app(chancy: Chancy, dsn: str) -> None:
         await other.migrate(to_version=0)
     pushed = [json.loads(p) for c, p in got if json.loads(p)["t"] == "pushed"]
     assert {c for c, _ in got} == {chancy.tables.channel}
-    assert len(pushed) == 9 and all(p == {"t": "pushed", "q": ["default"]} for p in pushed)
+    assert len(pushed) == 9
+    assert all(p == {"t": "pushed", "q": ["default"]} for p in pushed)
 
 
 async def test_wait_for_job(chancy: Chancy) -> None:
@@ -253,7 +260,8 @@ async def test_wait_for_job(chancy: Chancy) -> None:
             started = anyio.current_time()
             done = await chancy.wait_for_job(ref, interval=30)
             waited = anyio.current_time() - started
-    assert done is not None and done.state is QueuedJob.State.SUCCEEDED
+    assert done is not None
+    assert done.state is QueuedJob.State.SUCCEEDED
     assert waited < 10
     await rows(chancy, "DELETE FROM {jobs} RETURNING id")
     assert await chancy.wait_for_job(ref, interval=0.05, timeout=5) is None
@@ -267,7 +275,8 @@ async def test_wait_for_job_polls_without_notifications(dsn: str, prefix: str) -
         ref = await app.push(Job.from_func(jobs.noop))
         await rows(app, "UPDATE {jobs} SET state = 'failed' RETURNING id")
         job = await app.wait_for_job(ref, interval=0.05, timeout=5)
-        assert job is not None and job.state is QueuedJob.State.FAILED
+        assert job is not None
+        assert job.state is QueuedJob.State.FAILED
 
 
 async def test_cancel_pending_job_fails_it(chancy: Chancy) -> None:
@@ -275,7 +284,8 @@ async def test_cancel_pending_job_fails_it(chancy: Chancy) -> None:
     ref = await chancy.push(Job.from_func(jobs.noop, max_attempts=5))
     await chancy.cancel_job(ref)
     job = await chancy.get_job(ref)
-    assert job.state is QueuedJob.State.FAILED and job.completed_at is not None
+    assert job.state is QueuedJob.State.FAILED
+    assert job.completed_at is not None
     assert "cancelled" in job.errors[0]["traceback"]
     # A running job is only flagged; its worker stops it.
     ref2 = await chancy.push(Job.from_func(jobs.noop))
@@ -296,7 +306,9 @@ async def test_get_all_workers(chancy: Chancy) -> None:
         " VALUES ('w1', 'n', 'host', 1, ARRAY['a'], ARRAY['default'], now()) RETURNING worker_id",
     )
     (worker,) = await chancy.get_all_workers()
-    assert worker["worker_id"] == "w1" and worker["tags"] == ["a"] and worker["pid"] == 1
+    assert worker["worker_id"] == "w1"
+    assert worker["tags"] == ["a"]
+    assert worker["pid"] == 1
 
 
 async def test_notify_reaches_listeners(chancy: Chancy) -> None:
@@ -311,7 +323,8 @@ async def test_setup_default_logger() -> None:
     from chancy import setup_default_logger
 
     logger = setup_default_logger(logging.DEBUG)
-    assert logger.name == "chancy" and logger.level == logging.DEBUG
+    assert logger.name == "chancy"
+    assert logger.level == logging.DEBUG
     setup_default_logger()
     assert sum(getattr(h, "_chancy_default", False) for h in logger.handlers) == 1
 

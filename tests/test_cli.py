@@ -47,7 +47,8 @@ def test_bad_app_is_a_one_line_error(cli) -> None:
     ]:
         result = cli("misc", "migrate", app=app)
         assert result.returncode == 2, result
-        assert result.stderr.count("\n") == 1 and message in result.stderr
+        assert result.stderr.count("\n") == 1
+        assert message in result.stderr
 
 
 def test_migrate_queues_and_jobs(cli) -> None:
@@ -76,7 +77,8 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert pushed.returncode == 0, pushed.stderr
     job_id = pushed.stdout.strip()
     got = json.loads(cli("job", "get", job_id).stdout)
-    assert got["kwargs"] == {"a": 1, "b": 2} and got["state"] == "pending"
+    assert got["kwargs"] == {"a": 1, "b": 2}
+    assert got["state"] == "pending"
     assert job_id in cli("job", "list", "--state", "pending").stdout
     assert "failed" in cli("job", "cancel", job_id).stdout
     undeclared = cli("job", "push", "jobs.add", "--queue", "nope")  # accepted: waits for it
@@ -87,7 +89,8 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert listed[-1] == {"name": "nope", "declared": False, "waiting_jobs": 1}
     # The operator's commands.
     paused = cli("queue", "pause", "mail", "--for", "600")
-    assert paused.returncode == 0 and "paused mail until" in paused.stdout
+    assert paused.returncode == 0
+    assert "paused mail until" in paused.stdout
     stats = json.loads(cli("queue", "stats", "--json").stdout)
     assert [(s["name"], s["state"], s["pending"]) for s in stats] == [
         ("mail", "paused", 0),
@@ -98,13 +101,16 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert job_id in cli("job", "list", "--queue", "mail", "--state", "failed").stdout
     assert cli("job", "list", "--queue", "mail", "--after", job_id).stdout == ""
     unasked = cli("job", "retry", "--queue", "mail", "--state", "failed")  # no tty to ask on
-    assert unasked.returncode == 1 and "1 job(s) match: pass --yes" in unasked.stderr
+    assert unasked.returncode == 1
+    assert "1 job(s) match: pass --yes" in unasked.stderr
     retried = cli("job", "retry", "--queue", "mail", "--state", "failed", "--yes")
-    assert retried.returncode == 0 and f"{job_id}: retried" in retried.stdout
+    assert retried.returncode == 0
+    assert f"{job_id}: retried" in retried.stdout
     again = cli("job", "retry", job_id)
     assert "skipped: job is pending, not finished" in again.stdout
     refused = cli("job", "purge")
-    assert refused.returncode == 1 and "or --all for every job" in refused.stderr
+    assert refused.returncode == 1
+    assert "or --all for every job" in refused.stderr
     purged = cli("job", "purge", "--all", "--yes")
     assert "2 purged, 0 skipped" in purged.stdout, purged
     assert cli("queue", "delete", "mail").returncode == 0
@@ -117,16 +123,20 @@ def test_help_explains_each_command() -> None:
         result = subprocess.run(
             [sys.executable, "-m", "chancy.cli", *args], capture_output=True, text=True
         )
-        assert result.returncode == 0 and "usage: chancy" in result.stdout
+        assert result.returncode == 0
+        assert "usage: chancy" in result.stdout
 
 
 def test_queue_declare_refuses_a_bad_executor(cli) -> None:
     assert cli("misc", "migrate").returncode == 0
     bad = cli("queue", "declare", "mail", "--executor", "chancy.executors.nothing.Nope")
-    assert bad.returncode == 1 and "cannot load executor" in bad.stderr
-    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 1
+    assert "cannot load executor" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
     opts = cli("queue", "declare", "mail", "--executor-options", '{"bogus": 1}')
-    assert opts.returncode == 1 and "bogus" in opts.stderr
+    assert opts.returncode == 1
+    assert "bogus" in opts.stderr
     assert "mail" not in cli("queue", "list").stdout
 
 
@@ -152,8 +162,10 @@ def test_worker_list_marks_dead_workers(cli, dsn: str, prefix: str) -> None:
     out = cli("worker", "list").stdout.splitlines()
     assert out[0].split()[:4] == ["WORKER", "HOST:PID", "SEEN", "STATUS"]
     rows = {line.split()[0]: line for line in out[1:]}
-    assert " alive " in rows["alive-1"] and "h:7" in rows["alive-1"]
-    assert " DEAD " in rows["gone-2"] and "!mail(failed)" in rows["gone-2"]
+    assert " alive " in rows["alive-1"]
+    assert "h:7" in rows["alive-1"]
+    assert " DEAD " in rows["gone-2"]
+    assert "!mail(failed)" in rows["gone-2"]
     as_json = json.loads(cli("worker", "list", "--json").stdout)
     assert {w["worker_id"] for w in as_json} == {"alive-1", "gone-2"}
 
@@ -168,14 +180,17 @@ def test_operator_commands_push_dry_run_move_reprioritize_json(cli) -> None:
     assert pushed.returncode == 0, pushed.stderr
     job_id = json.loads(pushed.stdout)["id"]
     got = json.loads(cli("job", "get", job_id).stdout)
-    assert got["unique_key"] == "k1" and got["max_attempts"] == 3 and got["priority"] == 2
+    assert got["unique_key"] == "k1"
+    assert got["max_attempts"] == 3
+    assert got["priority"] == 2
     assert sorted((lim["type"], lim["value"]) for lim in got["limits"]) == [
         ("memory", 512 * 2**20),
         ("time", 30),
     ]
     assert datetime.fromisoformat(got["scheduled_at"]) > datetime.now(UTC) + timedelta(minutes=59)
     bad = cli("job", "push", "jobs.add", "--limit", "memory=lots")
-    assert bad.returncode == 2 and "expected e.g. memory=512M,time=30s" in bad.stderr
+    assert bad.returncode == 2
+    assert "expected e.g. memory=512M,time=30s" in bad.stderr
 
     listed = json.loads(cli("job", "list", "--since", "1h", "--json").stdout)
     assert [j["id"] for j in listed] == [job_id]
@@ -188,10 +203,12 @@ def test_operator_commands_push_dry_run_move_reprioritize_json(cli) -> None:
     text = cli("job", "move", "--queue", "mail", "--to", "other", "--dry-run")
     assert f"{job_id}: would be moved to other" in text.stdout
     moved = cli("job", "move", job_id, "--to", "other")  # by id: no question asked
-    assert moved.returncode == 0 and f"{job_id}: moved to other" in moved.stdout
+    assert moved.returncode == 0
+    assert f"{job_id}: moved to other" in moved.stdout
     assert json.loads(cli("job", "get", job_id).stdout)["queue"] == "other"
     both = cli("job", "move", job_id, "--queue", "other", "--to", "mail")
-    assert both.returncode == 1 and "not both" in both.stderr
+    assert both.returncode == 1
+    assert "not both" in both.stderr
 
     re = cli("job", "reprioritize", "--queue", "other", "--priority", "9", "--yes", "--json")
     assert json.loads(re.stdout)["done"] == [job_id]
@@ -203,7 +220,8 @@ def test_operator_commands_push_dry_run_move_reprioritize_json(cli) -> None:
     assert json.loads(paused.stdout)["resume_at"].startswith("2099-01-01T00:00:00")
     assert cli("queue", "pause", "other", "--for", "5", "--resume-at", "1h").returncode == 1
     resumed = json.loads(cli("queue", "resume", "other", "--json").stdout)
-    assert resumed["state"] == "active" and resumed.get("resume_at") is None
+    assert resumed["state"] == "active"
+    assert resumed.get("resume_at") is None
     assert cli("misc", "migrate", "--to-version", "0").returncode == 0
 
 
@@ -218,4 +236,5 @@ def test_every_operator_command_has_help_and_json() -> None:
             capture_output=True,
             text=True,
         )
-        assert result.returncode == 0 and "--json" in result.stdout, command
+        assert result.returncode == 0, command
+        assert "--json" in result.stdout, command

@@ -108,8 +108,10 @@ def test_unit_runs_supervisor_unprivileged(unit: dict[str, dict[str, list[str]]]
     assert user not in ("root", "0")
     assert unit["Service"].get("DynamicUser", ["no"])[-1] == "no"
     argv = shlex.split(last(unit, "Service", "ExecStart"))
-    assert argv[0].startswith("/") and argv[0].endswith("/chancy-supervisor")
-    assert argv[1] == "--app" and argv[2], "ExecStart must name the app"
+    assert argv[0].startswith("/")
+    assert argv[0].endswith("/chancy-supervisor")
+    assert argv[1] == "--app", "ExecStart must name the app"
+    assert argv[2], "ExecStart must name the app"
     assert last(unit, "Service", "NoNewPrivileges") == "yes"
     assert last(unit, "Service", "ProtectSystem") == "strict"
     assert last(unit, "Service", "PrivateTmp") == "yes"
@@ -181,7 +183,8 @@ def test_unit_hardening_exposure_is_low() -> None:
     if "--offline" in result.stderr and "unrecognized" in result.stderr:
         pytest.skip("this systemd-analyze cannot assess unit files offline")
     summary = [line for line in result.stdout.splitlines() if "Overall exposure" in line]
-    assert result.returncode == 0 and summary, result.stdout[-2000:] + result.stderr
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert summary, result.stdout[-2000:] + result.stderr
 
 
 def test_unit_verify_catches_mistakes(tmp_path: Path) -> None:
@@ -268,7 +271,8 @@ def test_containerfile_installs_checkout(containerfile: list[tuple[str, str]]) -
     }
     assert needed <= copied, f"missing from COPY: {needed - copied}"
     scripts = project["project"]["scripts"]
-    assert "chancy-supervisor" in scripts and "chancy" in scripts
+    assert "chancy-supervisor" in scripts
+    assert "chancy" in scripts
 
 
 _LOADED_CHANCY_MODULES = """
@@ -329,16 +333,19 @@ def test_containerfile_entrypoint_and_healthcheck(containerfile: list[tuple[str,
     final = _final_stage(containerfile)
     (entry,) = _all(final, "ENTRYPOINT")
     argv = json.loads(entry)  # exec form, so the signal reaches the process, not a shell
-    assert argv[0] == "tini" and "chancy-supervisor" in " ".join(argv)
+    assert argv[0] == "tini"
+    assert "chancy-supervisor" in " ".join(argv)
     if "-c" in argv:  # sh -c wrapper: it must exec, so the supervisor is tini's only child
         script = argv[argv.index("-c") + 1]
         assert script.startswith("exec chancy-supervisor --app")
     (health,) = _all(final, "HEALTHCHECK")
     options, _, command = health.partition("CMD")
-    assert "--timeout" in options and "--interval" in options
+    assert "--timeout" in options
+    assert "--interval" in options
     line = " ".join(healthcheck_argv(command))
     # Liveness: a database outage must not mark the container unhealthy.
-    assert "chancy-supervisor" in line and "--check=live" in line
+    assert "chancy-supervisor" in line
+    assert "--check=live" in line
 
 
 APP = "my.jobs:chancy"
@@ -406,7 +413,8 @@ def load_manifests() -> list[dict[str, Any]]:
                 if doc is None:
                     continue
                 assert isinstance(doc, dict), path
-                assert doc.get("apiVersion") and doc.get("kind"), path
+                assert doc.get("apiVersion"), path
+                assert doc.get("kind"), path
                 assert doc.get("metadata", {}).get("name"), path
                 docs.append(doc)
     return docs
@@ -449,7 +457,8 @@ def _check_pod(spec: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
     plain = {v["name"]: v.get("value") for v in container["env"]}
     assert "CHANCY_DSN" not in plain or plain["CHANCY_DSN"] is None
     resources = container["resources"]
-    assert resources["requests"]["memory"] and resources["requests"]["cpu"]
+    assert resources["requests"]["memory"]
+    assert resources["requests"]["cpu"]
     limit = _quantity_bytes(resources["limits"]["memory"])
     assert limit >= _quantity_bytes(resources["requests"]["memory"])
     return container
@@ -510,7 +519,8 @@ def test_migrate_job(manifests: dict[str, dict[str, Any]]) -> None:
     container = _check_pod(pod, manifests["Secret"])
     argv = container["command"] + container.get("args", [])
     assert argv[0] == "chancy"
-    assert argv[1] == "--app" and argv[2]
+    assert argv[1] == "--app"
+    assert argv[2]
     assert argv[3:] == ["misc", "migrate"]
     # $(VAR) references must name env vars the container defines.
     names = {v["name"] for v in container["env"]}
@@ -568,7 +578,8 @@ def test_manifests_match_the_kubernetes_schemas() -> None:
 
 def test_secret_example_is_an_example(manifests: dict[str, dict[str, Any]]) -> None:
     dsn = manifests["Secret"]["stringData"]["dsn"]
-    assert dsn.startswith("postgresql://") and "change-me" in dsn
+    assert dsn.startswith("postgresql://")
+    assert "change-me" in dsn
 
 
 # --- docs ------------------------------------------------------------------------------------

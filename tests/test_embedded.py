@@ -33,7 +33,8 @@ def folder(tmp_path: Path):
 
 def test_status_and_stop_while_another_process_holds_a_session(folder: Path) -> None:
     out = chancy("misc", "embedded", "status", "--data-dir", str(folder))
-    assert out.returncode == 3 and "no embedded server set up here" in out.stdout
+    assert out.returncode == 3
+    assert "no embedded server set up here" in out.stdout
 
     # A process of its own starts the server and keeps a session open, as a supervisor would.
     holder = subprocess.Popen(
@@ -50,11 +51,14 @@ def test_status_and_stop_while_another_process_holds_a_session(folder: Path) -> 
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
         out = chancy("misc", "embedded", "status", "--data-dir", str(folder), "--json")
         assert out.returncode == 0, out.stderr
         status = json.loads(out.stdout)
-        assert status["running"] and status["version"] == "18" and status["pid"] > 0
+        assert status["running"]
+        assert status["version"] == "18"
+        assert status["pid"] > 0
         with psycopg.connect(status["dsn"]) as conn:  # the DSN it prints works
             assert conn.execute("SELECT 1").fetchone() == (1,)
 
@@ -69,9 +73,11 @@ def test_status_and_stop_while_another_process_holds_a_session(folder: Path) -> 
         holder.wait()
 
     out = chancy("misc", "embedded", "stop", "--data-dir", str(folder))
-    assert out.returncode == 0 and "no embedded server is running" in out.stdout
+    assert out.returncode == 0
+    assert "no embedded server is running" in out.stdout
     out = chancy("misc", "embedded", "status", "--data-dir", str(folder))
-    assert out.returncode == 3 and out.stdout.strip() == f"{folder}: stopped (PostgreSQL 18)"
+    assert out.returncode == 3
+    assert out.stdout.strip() == f"{folder}: stopped (PostgreSQL 18)"
 
 
 def test_a_stopped_server_starts_again_in_the_same_process(folder: Path) -> None:
@@ -103,4 +109,5 @@ def test_the_data_dir_defaults_and_follows_chancy_data_dir(monkeypatch, tmp_path
         timeout=60,
         env={**os.environ, "CHANCY_DATA_DIR": str(tmp_path / "elsewhere")},
     )
-    assert out.returncode == 3 and str(tmp_path / "elsewhere") in out.stdout
+    assert out.returncode == 3
+    assert str(tmp_path / "elsewhere") in out.stdout

@@ -49,9 +49,8 @@ async def test_unreachable_server_fails_within_the_timeout() -> None:
 
 def test_unreachable_server_sync() -> None:
     app = Chancy("postgresql://postgres@127.0.0.1:1/x", plugins=[], poll_reconnect_timeout=1)
-    with pytest.raises(DatabaseUnavailable, match="cannot connect"):
-        with app:
-            pass
+    with pytest.raises(DatabaseUnavailable, match="cannot connect"), app:
+        pass
 
 
 def test_two_processes_migrating_at_once(dsn: str, prefix: str) -> None:

@@ -4,6 +4,7 @@ real sockets and child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -105,7 +106,8 @@ async def worker(chancy: Chancy) -> AsyncIterator[Worker]:
 async def test_metrics_count_every_outcome(chancy: Chancy, worker: Worker) -> None:
     url = worker.http.url
     status, body, headers = await aget(url + "/metrics")
-    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
     assert value(body, "chancy_is_leader") == 0
 
     def job(func: str, queue: str = "fast", **kwargs: object) -> Job:
@@ -175,7 +177,9 @@ async def test_metrics_count_every_outcome(chancy: Chancy, worker: Worker) -> No
 
     status, text, _ = await aget(url + "/healthz")
     health = json.loads(text)
-    assert status == 200 and health["status"] == "ok" and health["checks"]["actors"]["ok"]
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["checks"]["actors"]["ok"]
     status, text, _ = await aget(url + "/readyz")
     ready = json.loads(text)
     assert status == 200, ready
@@ -188,7 +192,9 @@ async def test_metrics_without_the_extra_answer_501(
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
     async with Worker(chancy, http="127.0.0.1:0", register_signal_handlers=False) as w:
         status, body, _ = await aget(w.http.url + "/metrics")
-        assert status == 501 and "pip install" in body and "metrics" in body
+        assert status == 501
+        assert "pip install" in body
+        assert "metrics" in body
         assert (await aget(w.http.url + "/healthz"))[0] == 200
 
 
@@ -244,7 +250,8 @@ async def test_readyz_follows_a_database_outage_and_healthz_does_not(own_server:
             await anyio.sleep(3.5)
             status, body, _ = await aget(url + "/readyz")
             checks = json.loads(body)["checks"]
-            assert status == 503 and checks["heartbeat"]["ok"] is False
+            assert status == 503
+            assert checks["heartbeat"]["ok"] is False
             assert checks["listener"]["ok"] is False
             assert (await aget(url + "/healthz"))[0] == 200
             again = await anyio.to_thread.run_sync(embedded_dsn, own_server)
@@ -271,10 +278,8 @@ def _host_address() -> str | None:
             candidates.append(probe.getsockname()[0])
         except OSError:
             pass
-    try:
+    with contextlib.suppress(OSError):
         candidates += socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        pass
     for address in candidates:
         if not address.startswith("127.") and address != "0.0.0.0":
             return address
@@ -303,13 +308,16 @@ async def test_token_guards_metrics_and_details(chancy: Chancy, caplog: pytest.L
         assert (await _status_body(base + "/metrics", "wrong"))[0] == 403
         assert (await _status_body(base + "/healthz", "wrong")) == (200, "ok\n")
         status, body = await _status_body(base + "/metrics", token)
-        assert status == 200 and "chancy_jobs_started_total" in body or "# HELP" in body
+        assert (status == 200 and "chancy_jobs_started_total" in body) or "# HELP" in body
         status, body = await _status_body(base + "/readyz", token)
-        assert status == 200 and json.loads(body)["checks"]["database"]["ok"] is True
+        assert status == 200
+        assert json.loads(body)["checks"]["database"]["ok"] is True
     async with Worker(chancy, http="0.0.0.0:0", register_signal_handlers=False) as w:
         base = f"http://{address}:{w.http.bound_port}"
         status, body = await _status_body(base + "/metrics", "anything")
-        assert status == 403 and "CHANCY_HTTP_TOKEN" in body and "--http-token-file" in body
+        assert status == 403
+        assert "CHANCY_HTTP_TOKEN" in body
+        assert "--http-token-file" in body
         assert await _status_body(base + "/healthz", "anything") == (200, "ok\n")
 
 
@@ -346,12 +354,15 @@ async def test_http_server_answers_only_small_get_requests(monkeypatch: pytest.M
             )
         )
         ok = await _raw(port, b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\n\r\n")
-        assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and ok.endswith(b"hello /x a=1\n")
+        assert ok.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert ok.endswith(b"hello /x a=1\n")
         assert b"Connection: close\r\n" in ok
         head = await _raw(port, b"HEAD /x HTTP/1.1\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert head.endswith(b"\r\n\r\n")
         post = await _raw(port, b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-        assert post.startswith(b"HTTP/1.1 405") and b"Allow: GET, HEAD" in post
+        assert post.startswith(b"HTTP/1.1 405")
+        assert b"Allow: GET, HEAD" in post
         big = await _raw(port, b"GET /x HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
         assert big.startswith(b"HTTP/1.1 431")
         slow = await _raw(port, b"GET /x HTTP/1.1\r\n")  # never finishes its head
@@ -367,7 +378,8 @@ async def test_http_server_answers_only_small_get_requests(monkeypatch: pytest.M
 async def test_unknown_route_is_404(chancy: Chancy) -> None:
     async with Worker(chancy, http="127.0.0.1:0", register_signal_handlers=False) as w:
         status, body, _ = await aget(w.http.url + "/nope")
-        assert status == 404 and "/healthz" in body
+        assert status == 404
+        assert "/healthz" in body
         status, _, _ = await aget(w.http.url + "/healthz", method="POST")
         assert status == 405
 
@@ -455,7 +467,8 @@ def test_supervisor_serves_http_logs_json_and_checks_liveness(
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline and proc.poll() is None, log_file.read_text()
+            assert time.monotonic() < deadline, log_file.read_text()
+            assert proc.poll() is None, log_file.read_text()
             time.sleep(0.2)
         assert json.loads(body)["checks"]["database"]["ok"] is True
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
@@ -486,8 +499,11 @@ def test_supervisor_serves_http_logs_json_and_checks_liveness(
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
     failed = [r for r in records if r.get("job_id") and r["level"] == "WARNING"]
-    assert failed and failed[0]["queue"] == "default" and failed[0]["func"] == "jobs.add"
-    assert failed[0]["attempt"] == 1 and failed[0]["worker_id"]
+    assert failed
+    assert failed[0]["queue"] == "default"
+    assert failed[0]["func"] == "jobs.add"
+    assert failed[0]["attempt"] == 1
+    assert failed[0]["worker_id"]
     assert any("stopped" in r["message"] for r in records)
 
 
@@ -495,14 +511,16 @@ def test_check_live_fails_on_a_stale_or_missing_status(tmp_path: Path) -> None:
     env = {**os.environ, "CHANCY_APP": "nowhere_to_import:app"}  # never imported
     path = tmp_path / "status.json"
     missing = _cli("--check=live", "--status-file", str(path), env=env)
-    assert missing.returncode == 1 and "no status file" in missing.stderr
+    assert missing.returncode == 1
+    assert "no status file" in missing.stderr
     import psutil
 
     me = psutil.Process()
     status = {"pid": me.pid, "create_time": me.create_time(), "interval": 1}
     path.write_text(json.dumps({**status, "updated_at": time.time() - 60}))
     stale = _cli("--check=live", "--status-file", str(path), env=env)
-    assert stale.returncode == 1 and "stuck" in stale.stderr
+    assert stale.returncode == 1
+    assert "stuck" in stale.stderr
     path.write_text(json.dumps({**status, "updated_at": time.time()}))
     fresh = _cli("--check=live", "--status-file", str(path), env=env)
     assert fresh.returncode == 0, fresh.stderr
@@ -510,7 +528,8 @@ def test_check_live_fails_on_a_stale_or_missing_status(tmp_path: Path) -> None:
     gone.wait()
     path.write_text(json.dumps({**status, "pid": gone.pid, "updated_at": time.time()}))
     dead = _cli("--check=live", "--status-file", str(path), env=env)
-    assert dead.returncode == 1 and "not running" in dead.stderr
+    assert dead.returncode == 1
+    assert "not running" in dead.stderr
 
 
 def test_json_formatter_carries_the_job_fields() -> None:
@@ -519,9 +538,13 @@ def test_json_formatter_carries_the_job_fields() -> None:
     )
     record.job_id, record.queue, record.child_pid = "j1", "default", 42
     line = json.loads(JsonFormatter().format(record))
-    assert line["message"] == "job j1: x" and line["level"] == "WARNING"
-    assert line["logger"] == "chancy" and line["job_id"] == "j1" and line["child_pid"] == 42
-    assert "func" not in line and line["time"].endswith("+00:00")
+    assert line["message"] == "job j1: x"
+    assert line["level"] == "WARNING"
+    assert line["logger"] == "chancy"
+    assert line["job_id"] == "j1"
+    assert line["child_pid"] == 42
+    assert "func" not in line
+    assert line["time"].endswith("+00:00")
     try:
         raise KeyError("k")
     except KeyError:
@@ -566,7 +589,8 @@ async def test_readyz_gives_up_on_a_database_that_never_answers(chancy: Chancy) 
             finally:
                 chancy.dsn = real
             checks = json.loads(body)["checks"]
-            assert status == 503 and checks["database"]["ok"] is False, body
+            assert status == 503, body
+            assert checks["database"]["ok"] is False, body
             assert checks["heartbeat"]["ok"] is True  # the worker's own pool is fine
             assert (await aget(w.http.url + "/healthz"))[0] == 200
             assert (await aget(w.http.url + "/readyz"))[0] == 200
@@ -598,10 +622,12 @@ def test_supervisor_http_mistakes_are_one_line_errors(
     anyio.run(migrate)
     base = ["--app", "cliapp:make", "--status-file", str(tmp_path / "s.json")]
     bad = _cli(*base, "--http", "9464", env=cli_env)
-    assert bad.returncode == 2 and "--http: expected HOST:PORT" in bad.stderr
+    assert bad.returncode == 2
+    assert "--http: expected HOST:PORT" in bad.stderr
     missing = tmp_path / "no-token"
     nofile = _cli(*base, "--http", "0.0.0.0:0", "--http-token-file", str(missing), env=cli_env)
-    assert nofile.returncode == 2 and str(missing) in nofile.stderr
+    assert nofile.returncode == 2
+    assert str(missing) in nofile.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -80,7 +80,8 @@ def test_with_builders_return_new_objects() -> None:
     assert changed is not base
     assert (changed.kwargs, changed.max_attempts, changed.meta) == ({"x": 1}, 3, {"m": 1})
     assert (changed.priority, changed.queue, changed.unique_key) == (9, "other", "k")
-    assert changed.scheduled_at == when and changed.limits == limits
+    assert changed.scheduled_at == when
+    assert changed.limits == limits
     with pytest.raises(AttributeError):
         changed.priority = 1  # type: ignore[misc]
 

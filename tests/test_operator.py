@@ -89,7 +89,8 @@ async def test_list_jobs_plan_uses_an_index(chancy: Chancy) -> None:
         plan = await conn.fetchall("EXPLAIN " + text)
         await conn.execute("RESET enable_seqscan")
     plan_text = "\n".join(row[0] for row in plan)
-    assert "jobs_finished_list_idx" in plan_text and "Sort" not in plan_text
+    assert "jobs_finished_list_idx" in plan_text
+    assert "Sort" not in plan_text
 
 
 # -- waiting -------------------------------------------------------------------------------------
@@ -105,9 +106,7 @@ async def test_wait_for_jobs_and_states(chancy: Chancy) -> None:
         await set_state(chancy, ids[:2], "succeeded")
         await sql(chancy, "DELETE FROM {jobs} WHERE id = %s", (ids[2],))
         # The worker's completion notice (the wait wakes on it, not on the poll).
-        await chancy._run(
-            lambda conn: chancy._notify_conn(conn, "job.done", {"ids": ids[:2]})  # noqa: SLF001
-        )
+        await chancy._run(lambda conn: chancy._notify_conn(conn, "job.done", {"ids": ids[:2]}))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(finish_later)
@@ -121,7 +120,8 @@ async def test_wait_for_jobs_and_states(chancy: Chancy) -> None:
         await chancy.wait_for_job(one, timeout=0.2, interval=0.05)
     # Waiting for other states than finished ones: a state seen at the next poll.
     pending = await chancy.wait_for_job(one, states=[QueuedJob.State.PENDING], timeout=1)
-    assert pending is not None and pending.state is QueuedJob.State.PENDING
+    assert pending is not None
+    assert pending.state is QueuedJob.State.PENDING
 
     async def start_later() -> None:
         await anyio.sleep(0.2)
@@ -130,7 +130,8 @@ async def test_wait_for_jobs_and_states(chancy: Chancy) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(start_later)
         running = await chancy.wait_for_job(one, states=["running"], interval=0.05, timeout=5)
-    assert running is not None and running.state is QueuedJob.State.RUNNING
+    assert running is not None
+    assert running.state is QueuedJob.State.RUNNING
     assert await chancy.wait_for_jobs([]) == []
     with pytest.raises(ValueError):
         await chancy.wait_for_job(one, states=["nope"])
@@ -155,10 +156,13 @@ async def test_retry_jobs_by_reference(chancy: Chancy) -> None:
         "not-a-uuid": "not a job id",
     }
     [job] = await chancy.get_jobs([ids[0]])
-    assert job.state is QueuedJob.State.PENDING and job.attempts == 0
-    assert job.errors == [{"attempt": 0, "traceback": "boom"}] and job.completed_at is None
+    assert job.state is QueuedJob.State.PENDING
+    assert job.attempts == 0
+    assert job.errors == [{"attempt": 0, "traceback": "boom"}]
+    assert job.completed_at is None
     again = await chancy.retry_jobs(ids[:1])
-    assert again.done == [] and not again
+    assert again.done == []
+    assert not again
     assert (await chancy.retry_jobs([])).done == []
 
 
@@ -203,7 +207,8 @@ async def test_where_filters_and_the_all_flag(chancy: Chancy) -> None:
     with pytest.raises(ValueError, match="JobFilter.state"):
         JobFilter(state="lost")
     purged = await chancy.purge_jobs(where=JobFilter(queue="a", state=QueuedJob.State.FAILED))
-    assert purged.done == a[:2] and purged.skipped == {}
+    assert purged.done == a[:2]
+    assert purged.skipped == {}
     moved = await chancy.move_jobs(where=JobFilter(func="jobs.add"), queue="c")
     assert moved.done == b
     assert {j.queue for j in await chancy.get_jobs(b)} == {"c"}
@@ -255,7 +260,8 @@ async def test_reprioritize_jobs(chancy: Chancy) -> None:
     ids = await push(chancy, 3)
     await set_state(chancy, ids[:1], "running")
     result = await chancy.reprioritize_jobs(ids, 7)
-    assert result.done == ids[1:] and result.skipped == {ids[0]: "job is running"}
+    assert result.done == ids[1:]
+    assert result.skipped == {ids[0]: "job is running"}
     assert [j.priority for j in await chancy.get_jobs(ids)] == [0, 7, 7]
     by_filter = await chancy.reprioritize_jobs(where=JobFilter(queue="default"), priority=-1)
     assert by_filter.done == ids[1:]
@@ -271,15 +277,13 @@ async def test_ex_variants_follow_the_callers_transaction(chancy: Chancy, anyio_
     ids = await push(chancy, 2)
     await set_state(chancy, ids, "failed")
     async with chancy.pool.connection() as conn:
-        async with conn.transaction():
-            async with conn.cursor() as cursor:
-                result = await chancy.retry_jobs_ex(cursor, ids)
-                assert result.done == ids
-                await chancy.reprioritize_jobs_ex(cursor, ids, 3)
-                await chancy.move_jobs_ex(cursor, ids, "other")
-        async with conn.transaction(force_rollback=True):
-            async with conn.cursor() as cursor:
-                assert (await chancy.purge_jobs_ex(cursor, ids)).done == ids
+        async with conn.transaction(), conn.cursor() as cursor:
+            result = await chancy.retry_jobs_ex(cursor, ids)
+            assert result.done == ids
+            await chancy.reprioritize_jobs_ex(cursor, ids, 3)
+            await chancy.move_jobs_ex(cursor, ids, "other")
+        async with conn.transaction(force_rollback=True), conn.cursor() as cursor:
+            assert (await chancy.purge_jobs_ex(cursor, ids)).done == ids
     jobs_now = await chancy.get_jobs(ids)
     assert [(j.state.value, j.priority, j.queue) for j in jobs_now] == [("pending", 3, "other")] * 2
 
@@ -290,19 +294,24 @@ async def test_ex_variants_follow_the_callers_transaction(chancy: Chancy, anyio_
 async def test_pause_and_resume_queue(chancy: Chancy) -> None:
     await chancy.declare(Queue("q"))
     paused = await chancy.pause_queue("q")
-    assert paused.state is Queue.State.PAUSED and paused.resume_at is None
+    assert paused.state is Queue.State.PAUSED
+    assert paused.resume_at is None
     resumed = await chancy.resume_queue("q")
-    assert resumed.state is Queue.State.ACTIVE and resumed.resume_at is None
+    assert resumed.state is Queue.State.ACTIVE
+    assert resumed.resume_at is None
     later = datetime.now(UTC) + timedelta(hours=1)
     paused = await chancy.pause_queue("q", resume_at=later)
-    assert paused.state is Queue.State.PAUSED and paused.resume_at == later
+    assert paused.state is Queue.State.PAUSED
+    assert paused.resume_at == later
     assert (await chancy.get_queue("q")).resume_at == later
     # By the database's clock; a moment in the past reads as active at once.
     soon = await chancy.pause_queue("q", resume_at=timedelta(seconds=0.3))
-    assert soon.state is Queue.State.PAUSED and soon.resume_at is not None
+    assert soon.state is Queue.State.PAUSED
+    assert soon.resume_at is not None
     await anyio.sleep(0.4)
     back = await chancy.get_queue("q")
-    assert back.state is Queue.State.ACTIVE and back.resume_at is None
+    assert back.state is Queue.State.ACTIVE
+    assert back.resume_at is None
     # set_queue_state pauses for good.
     assert (await chancy.set_queue_state("q", Queue.State.PAUSED)).resume_at is None
     with pytest.raises(UnknownQueueError):
@@ -313,7 +322,8 @@ async def test_pause_and_resume_queue(chancy: Chancy) -> None:
         await chancy.pause_queue("q", resume_at=datetime.now())
     with pytest.raises(ValueError, match="resume_at"):
         Queue("x", resume_at="tomorrow")  # type: ignore[arg-type]
-    assert Queue.unpack(paused.pack()) == paused and Queue.unpack(paused.pack()).resume_at == later
+    assert Queue.unpack(paused.pack()) == paused
+    assert Queue.unpack(paused.pack()).resume_at == later
 
 
 async def test_queue_stats(chancy: Chancy) -> None:
@@ -355,14 +365,17 @@ async def test_queue_stats(chancy: Chancy) -> None:
     assert stats["idle"] == QueueStats(
         "idle", True, Queue.State.ACTIVE, None, 0, 0, 0, None, 0, 0, 0, 0, ()
     )
-    assert stats["undeclared"].declared is False and stats["undeclared"].state is None
-    assert stats["undeclared"].pending == 1 and u
+    assert stats["undeclared"].declared is False
+    assert stats["undeclared"].state is None
+    assert stats["undeclared"].pending == 1
+    assert u
     [only] = await chancy.queue_stats("a")
     assert only == s.__class__(**{**s.__dict__, "oldest_runnable_age": only.oldest_runnable_age})
     assert await chancy.queue_stats("nothing-here") == []
     await chancy.pause_queue("idle", resume_at=timedelta(hours=1))
     [idle] = await chancy.queue_stats("idle")
-    assert idle.state is Queue.State.PAUSED and idle.resume_at is not None
+    assert idle.state is Queue.State.PAUSED
+    assert idle.resume_at is not None
 
 
 # -- the sync twins ------------------------------------------------------------------------------
@@ -395,7 +408,8 @@ def test_sync_twins(sync_chancy: Chancy) -> None:
     assert app.sync_move_jobs(where=JobFilter(queue="a", func="jobs.noop"), queue="b").done == ids
     assert app.sync_purge_jobs(ids[3:]).done == ids[3:]
     stats = {s.name: s for s in app.sync_queue_stats()}
-    assert stats["b"].pending == 3 and stats["a"].pending == 0
+    assert stats["b"].pending == 3
+    assert stats["a"].pending == 0
     assert app.sync_pause_queue("a", resume_at=timedelta(hours=1)).state is Queue.State.PAUSED
     assert app.sync_resume_queue("a").state is Queue.State.ACTIVE
     with app.sync_pool.connection() as conn:
@@ -424,4 +438,5 @@ def test_operator_names_have_sync_twins() -> None:
         "resume_queue",
         "queue_stats",
     ):
-        assert callable(getattr(Chancy, name)) and callable(getattr(Chancy, f"sync_{name}"))
+        assert callable(getattr(Chancy, name))
+        assert callable(getattr(Chancy, f"sync_{name}"))

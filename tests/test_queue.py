@@ -12,7 +12,8 @@ def test_defaults_match_the_contract() -> None:
     assert q.executor == "chancy.executors.process.ProcessExecutor" == Chancy.Executor.Process
     assert q.executor_options == {}
     assert q.polling_interval == 1
-    assert q.rate_limit is None and q.rate_limit_window is None
+    assert q.rate_limit is None
+    assert q.rate_limit_window is None
     assert q.tags == {".*"}
 
 

@@ -125,7 +125,8 @@ def test_bad_app_is_a_one_line_error(env: dict[str, str]) -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "cannot import 'nowhere'" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "cannot import 'nowhere'" in result.stderr
 
 
 def test_unmigrated_database_says_how_to_migrate(supervisor, tmp_path: Path) -> None:
@@ -169,7 +170,8 @@ def test_runs_jobs_checks_health_and_stops_on_sigterm(
     assert not (tmp_path / "status.json").exists()
     wait_until(lambda: not any(psutil.pid_exists(pid) for pid in children), 10, "children gone")
     result = check(env, tmp_path)
-    assert result.returncode == 1 and "no status file" in result.stderr
+    assert result.returncode == 1
+    assert "no status file" in result.stderr
 
 
 def test_allow_list_refuses_a_row_written_straight_into_the_table(

@@ -52,14 +52,14 @@ def test_sync_push_many_batches(sync_chancy: Chancy) -> None:
 def test_sync_push_many_ex_in_callers_transaction(sync_chancy: Chancy) -> None:
     sync_chancy.sync_declare(Queue("default"))
     with sync_chancy.sync_pool.connection() as conn:
-        with pytest.raises(RuntimeError):
-            with conn.transaction(), conn.cursor() as cur:
-                sync_chancy.sync_push_many_ex(cur, [Job.from_func(jobs.noop)] * 2)
-                raise RuntimeError("rolled back")
+        with pytest.raises(RuntimeError), conn.transaction(), conn.cursor() as cur:
+            sync_chancy.sync_push_many_ex(cur, [Job.from_func(jobs.noop)] * 2)
+            raise RuntimeError("rolled back")
         with conn.transaction(), conn.cursor() as cur:
             refs = sync_chancy.sync_push_many_ex(cur, [Job.from_func(jobs.noop)] * 2)
             sync_chancy.sync_notify(cur, "custom", {"n": 2})
-    assert len(refs) == 2 and count(sync_chancy) == 2
+    assert len(refs) == 2
+    assert count(sync_chancy) == 2
 
 
 SYNC_TWINS = [
@@ -84,7 +84,8 @@ SYNC_TWINS = [
 
 def test_every_sync_twin_has_its_async_twin() -> None:
     for name in SYNC_TWINS:
-        assert callable(getattr(Chancy, name)) and callable(getattr(Chancy, f"sync_{name}"))
+        assert callable(getattr(Chancy, name))
+        assert callable(getattr(Chancy, f"sync_{name}"))
 
 
 @pytest.mark.parametrize("notifications", [True, False])
@@ -127,7 +128,8 @@ def test_sync_twins_follow_jobs_and_queues(dsn: str, prefix: str, notifications:
 
         threading.Thread(target=finish_later).start()
         done = app.sync_wait_for_job(refs[0], interval=0.1, timeout=10)
-        assert done is not None and done.state is QueuedJob.State.SUCCEEDED
+        assert done is not None
+        assert done.state is QueuedJob.State.SUCCEEDED
 
         assert app.sync_get_all_workers() == []
         app.sync_delete_queue("default")

@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import anyio
+import anyio.lowlevel
 
 from chancy.job import QueuedJob
 
@@ -129,7 +130,7 @@ def sync_returns(value: object = None) -> object:
 
 
 async def async_returns(value: object = None) -> object:
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return value
 
 

@@ -31,9 +31,9 @@ import anyio.abc
 
 from chancy._sql import update_jobs_query
 from chancy.actors.messages import BATCH_WRITTEN, Wakeup
-from chancy.job import QueuedJob
 
 if TYPE_CHECKING:
+    from chancy.job import QueuedJob
     from chancy.worker import Worker
 
 

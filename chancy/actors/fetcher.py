@@ -19,10 +19,10 @@ import anyio
 import anyio.abc
 
 from chancy.actors.messages import QUEUE_FULL, QUEUE_WAKE, HubEvent
-from chancy.executors.base import Executor
-from chancy.queue import Queue
 
 if TYPE_CHECKING:
+    from chancy.executors.base import Executor
+    from chancy.queue import Queue
     from chancy.worker import Worker
 
 #: Above this many unwritten updates, fetchers pause claiming (back-pressure).

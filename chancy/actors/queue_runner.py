@@ -15,9 +15,9 @@ import anyio.abc
 from chancy.actors.fetcher import Fetcher
 from chancy.actors.messages import QUEUE_REMOVED, QUEUE_STARTED, Flag
 from chancy.executors.base import Executor, load_executor
-from chancy.queue import Queue
 
 if TYPE_CHECKING:
+    from chancy.queue import Queue
     from chancy.worker import Worker
 
 

@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import inspect
 import traceback as tb
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,9 +46,11 @@ from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.allowlist import JobNotAllowed
 from chancy.errors import InvalidJobError, RemoteJobError, ResultError
 from chancy.job import Limit, QueuedJob, import_function
-from chancy.queue import Queue
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from chancy.queue import Queue
     from chancy.worker import Worker
 
 #: Seconds before a failed job with attempts left runs again, when no plugin decides.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,9 @@ import anyio.to_thread
 from chancy.errors import JobCancelled
 from chancy.executors.asyncex import AsyncExecutor
 from chancy.executors.base import Call, call_kwargs, prepare_call, time_limit
-from chancy.job import QueuedJob
+
+if TYPE_CHECKING:
+    from chancy.job import QueuedJob
 
 #: Jobs whose recent average run time is below this many seconds may share a thread hand-off.
 BATCH_BELOW = 0.001

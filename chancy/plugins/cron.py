@@ -27,16 +27,17 @@ from datetime import UTC, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from psycopg import sql
 
 from chancy._db import dumps
-from chancy._sql import Tables
 from chancy.errors import InvalidJobError, UnknownQueueError
 from chancy.job import Job
 from chancy.migrations import Migration
 from chancy.plugin import Plugin, check_seconds, emit
 
 if TYPE_CHECKING:
+    from psycopg import sql
+
+    from chancy._sql import Tables
     from chancy.app import Chancy
     from chancy.worker import Worker
 

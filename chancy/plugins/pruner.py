@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from chancy.plugin import Plugin, check_seconds, emit, leader_passes
 
@@ -90,7 +91,7 @@ class Pruner(Plugin):
             total += deleted
             if deleted < self.batch_size:
                 break
-            await anyio.sleep(0)  # let other work through between batches
+            await anyio.lowlevel.checkpoint()  # let other work through between batches
         self.pruned += total
         if total:
             chancy.log.info("pruner: deleted %d finished job(s)", total)

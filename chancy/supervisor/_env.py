@@ -18,7 +18,10 @@ the log line by line.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _DROP_EXACT = frozenset({"CHANCY_DSN", "CHANCY_TEST_DSN", "DATABASE_URL"})
 _DROP_PARTS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")

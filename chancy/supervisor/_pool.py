@@ -7,10 +7,8 @@ import dataclasses
 import logging
 import math
 import time
-import types
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -37,6 +35,10 @@ from chancy.wire import (
 
 from ._cgroup import Cgroups
 from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
+
+if TYPE_CHECKING:
+    import types
+    from collections.abc import AsyncIterator, Mapping
 
 MiB = 1024 * 1024
 #: How many children a job is handed to before it is given up as unstartable.

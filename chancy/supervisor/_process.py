@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import select
@@ -10,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -32,9 +33,13 @@ from chancy.wire import (
 from chancy.wire._socket import SocketStream
 
 from . import _tree
-from ._cgroup import Cgroups, ChildCgroup
 from ._env import child_environment
 from .errors import ChildStartError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from ._cgroup import Cgroups, ChildCgroup
 
 #: How many of a child's last output lines are kept to explain its death.
 OUTPUT_TAIL_LINES = 20
@@ -124,7 +129,9 @@ class ChildProcess:
         channel, child_channel = socket.socketpair()
         output, child_output = socket.socketpair()
         try:
-            popen = subprocess.Popen(
+            # Popen in the loop's thread on purpose (see the class docstring): a fork+exec
+            # of a few ms, and no worker thread whose exit could signal the child.
+            popen = subprocess.Popen(  # noqa: ASYNC220
                 [
                     sys.executable,
                     "-P",  # no cwd or script dir in front: chancy comes from PYTHONPATH
@@ -341,16 +348,14 @@ class ChildProcess:
         with anyio.CancelScope(shield=True):
             if self.popen.poll() is None:
                 with anyio.move_on_after(ask_timeout):
-                    try:
+                    with contextlib.suppress(
+                        OSError, anyio.BrokenResourceError, anyio.ClosedResourceError
+                    ):
                         await self.send(Shutdown())
-                    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        pass
                 code = await self.wait(ask_timeout)
                 if code is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(self.pid, signal.SIGTERM)
-                    except (ProcessLookupError, PermissionError):
-                        pass
                     code = await self.wait(term_timeout)
             # Always sweep the tree: a job's grandchildren must not outlive the child.
             return await self.kill()
@@ -358,10 +363,8 @@ class ChildProcess:
         return None  # (unreachable: the scope is shielded; for the type checker)
 
     async def _close_channel(self) -> None:
-        try:
+        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self.frames.aclose()
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
 
 
 class Watchdog:
@@ -414,12 +417,10 @@ class Watchdog:
             return
         with anyio.CancelScope(shield=True):
             if popen.stdin is not None:
-                try:
+                with contextlib.suppress(OSError):
                     popen.stdin.close()
-                except OSError:
-                    pass
             with anyio.move_on_after(timeout):
-                while popen.poll() is None:
+                while popen.poll() is None:  # noqa: ASYNC110 - a process exit has no event here
                     await anyio.sleep(0.005)
             if popen.poll() is None:
                 popen.kill()

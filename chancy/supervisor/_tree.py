@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -107,15 +108,11 @@ def kill_tree(proc: psutil.Process, group: int | None) -> list[psutil.Process]:
     """
     procs = [proc, *descendants(proc)]
     if group is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()  # psutil checks the create time: a reused pid is never hit
-        except psutil.Error:
-            pass
     return procs
 
 

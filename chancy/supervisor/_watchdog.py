@@ -11,6 +11,7 @@ of its reach.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -32,10 +33,8 @@ def main() -> None:
         elif text.startswith(b"-"):
             groups.discard(pgid)
     for pgid in groups:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":

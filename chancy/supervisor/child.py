@@ -41,8 +41,7 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chancy._result import ResultError, encode_result
 from chancy.supervisor.errors import JobCancelled, JobStopped, TimeLimitExceeded
@@ -60,6 +59,9 @@ from chancy.wire import (
     Started,
     StopJob,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Exit codes of the child when it gives up on its own.
 EXIT_PARENT_GONE = 70
@@ -264,7 +266,7 @@ def run_job(message: RunJob) -> JobDone:
                     _state.running = None
                     _state.accepted = None
                     _state.stop = None
-        except BaseException as exc:  # noqa: B036 - errors of any kind are the job's outcome
+        except BaseException as exc:
             error = error_info(exc)
     except JobStopped as exc:  # a stop that landed just after the job's own handler
         error = error_info(exc)
@@ -342,7 +344,7 @@ def serve(fd: int, parent_pid: int) -> int:
     if hello.initializer:
         try:
             import_function(hello.initializer)()
-        except BaseException as exc:  # noqa: B036 - reported to the supervisor
+        except BaseException as exc:
             frames.send(Fatal(error=error_info(exc)))
             return EXIT_FATAL
     signal.signal(_STOP_SIGNAL, _on_stop_signal)

@@ -16,6 +16,7 @@ and removed on a clean exit; `--check` reads it (see docs/deploy.md for the cont
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -226,10 +227,8 @@ async def serve(app: Chancy, args: argparse.Namespace) -> int:
                 await worker.wait_for_shutdown()
                 tg.cancel_scope.cancel()
         finally:
-            try:
-                status_file.unlink(missing_ok=True)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                status_file.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink at exit
     app.log.info("chancy-supervisor %s stopped", worker.worker_id)
     return 0
 

@@ -10,11 +10,14 @@ tolerates that race, so this stream is built on it: a plain ``recv``/``send`` lo
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import AsyncIterator
 
 
 class SocketStream:

@@ -18,11 +18,11 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from chancy import Chancy  # noqa: E402
-from chancy.plugin import Plugin  # noqa: E402
-from chancy.plugins import Leadership, Pruner, Recovery, Retry  # noqa: E402
-from chancy.plugins.cron import Cron  # noqa: E402
-from chancy.worker import Worker  # noqa: E402
+from chancy import Chancy
+from chancy.plugin import Plugin
+from chancy.plugins import Leadership, Pruner, Recovery, Retry
+from chancy.plugins.cron import Cron
+from chancy.worker import Worker
 
 KINDS: dict[str, type[Plugin]] = {
     "leadership": Leadership,

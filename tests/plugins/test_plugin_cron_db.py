@@ -45,12 +45,14 @@ async def test_schedule_unschedule_get_schedules(make_app) -> None:
     with pytest.raises(ValueError, match="unknown time zone"):
         await schedule(app, "* * * * *", job, timezone="Mars/Olympus")
     first = await schedule(app, "*/5 * * * *", job, name="five")
-    assert first.next_run.minute % 5 == 0 and first.next_run > datetime.now(UTC)
+    assert first.next_run.minute % 5 == 0
+    assert first.next_run > datetime.now(UTC)
     await schedule(app, "0 9 * * *", job, timezone="Europe/Paris")
     schedules = await get_schedules(app)
     assert [s.name for s in schedules] == ["five", "pjobs.noop"]
     assert schedules[1].timezone == "Europe/Paris"
-    assert schedules[0].job.kwargs == {"a": 1} and schedules[0].cron == "*/5 * * * *"
+    assert schedules[0].job.kwargs == {"a": 1}
+    assert schedules[0].cron == "*/5 * * * *"
     # Scheduling under the same name replaces the schedule.
     await schedule(app, "0 * * * *", job, name="five")
     assert (await get_schedules(app))[0].cron == "0 * * * *"
@@ -91,13 +93,15 @@ async def test_a_due_schedule_fires_once_across_concurrent_workers(make_app) -> 
         async with app.db.connection() as conn:
             await conn.execute(app.tables.q("UPDATE {jobs} SET state = 'succeeded'"))
         got, wait = await fire_due(app)
-        assert got == [] and wait > 3600
+        assert got == []
+        assert wait > 3600
     async with app.db.connection() as conn:
         keys = await conn.fetchall(app.tables.q("SELECT unique_key FROM {jobs}"))
     assert len({k for (k,) in keys}) == 3
     assert all(k.startswith("cron:yearly:") for (k,) in keys)
     (schedule_row,) = await get_schedules(app)
-    assert schedule_row.last_run is not None and schedule_row.next_run.month == 1
+    assert schedule_row.last_run is not None
+    assert schedule_row.next_run.month == 1
 
 
 async def test_an_undeclared_queue_does_not_block_the_schedule(make_app) -> None:
@@ -124,5 +128,6 @@ async def test_a_broken_schedule_is_postponed_not_retried_in_a_loop(make_app) ->
             )
         )
     fired, wait = await fire_due(app)
-    assert fired == [] and wait > 3000
+    assert fired == []
+    assert wait > 3000
     assert await count_jobs(app) == 0

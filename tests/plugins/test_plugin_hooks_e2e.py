@@ -80,7 +80,8 @@ async def test_hooks_change_jobs_and_plugin_tables_are_migrated(dsn: str, prefix
                 done_ok = await app.wait_for_job(ok, timeout=20)
                 done_bad = await app.wait_for_job(bad, timeout=20)
                 tg.cancel_scope.cancel()
-        assert done_ok is not None and done_bad is not None
+        assert done_ok is not None
+        assert done_bad is not None
         assert done_ok.state == QueuedJob.State.SUCCEEDED
         assert done_ok.meta == {"started_by": "hooked", "outcome": "ok"}
         assert done_bad.state == QueuedJob.State.FAILED

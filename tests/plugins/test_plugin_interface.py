@@ -20,7 +20,9 @@ def test_default_plugins_are_leadership_recovery_pruning(dsn: str) -> None:
     app = Chancy(dsn)
     assert [type(p) for p in app.plugins] == [Leadership, Recovery, Pruner]
     assert [p.identifier for p in default_plugins()] == ["leadership", "recovery", "pruner"]
-    assert Recovery.leader_only and Pruner.leader_only and not Leadership.leader_only
+    assert Recovery.leader_only
+    assert Pruner.leader_only
+    assert not Leadership.leader_only
 
 
 def test_explicit_list_replaces_defaults(dsn: str) -> None:

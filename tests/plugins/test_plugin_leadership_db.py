@@ -21,9 +21,11 @@ async def test_take_renew_expire_release(make_app) -> None:
     assert await lease_remaining(app) is None
     assert await try_acquire(app, "a", "1", 30)
     remaining = await lease_remaining(app)
-    assert remaining is not None and 29 < remaining <= 30
+    assert remaining is not None
+    assert 29 < remaining <= 30
     first = await current_leader(app)
-    assert first is not None and first["worker_id"] == "a"
+    assert first is not None
+    assert first["worker_id"] == "a"
     assert not await try_acquire(app, "b", "1", 30)
     # Renewal keeps the election time and pushes the expiry forward.
     assert await try_acquire(app, "a", "1", 60)
@@ -57,5 +59,6 @@ async def test_exactly_one_of_many_concurrent_candidates_wins(make_app) -> None:
                 tg.start_soon(candidate, f"w{i}", winners)
         assert len(winners) == 1
         leader = await current_leader(app)
-        assert leader is not None and leader["worker_id"] == winners[0]
+        assert leader is not None
+        assert leader["worker_id"] == winners[0]
         await expire_lease(app)

@@ -44,7 +44,8 @@ async def test_one_leader_flags_and_events_and_clean_handover(dsn: str, prefix: 
                 other = workers[1 - workers.index(first)]
                 # It stays the only leader across several renewals.
                 await anyio.sleep(0.8)
-                assert first.is_leader.is_set() and not other.is_leader.is_set()
+                assert first.is_leader.is_set()
+                assert not other.is_leader.is_set()
                 assert events == [("leadership.gained", first.worker_id)]
 
                 # Steal the lease behind the leader's back: it notices at its next renewal.
@@ -92,7 +93,8 @@ async def test_leader_sigkilled_is_replaced_within_the_timeout(procs, make_app) 
     procs.kill(first)
     killed = time.monotonic()
     dead_lease = await current_leader(app)
-    assert dead_lease is not None and dead_lease["worker_id"] == first
+    assert dead_lease is not None
+    assert dead_lease["worker_id"] == first
     survivor = "b" if first == "a" else "a"
 
     async def new_leader() -> dict | None:

@@ -50,11 +50,14 @@ async def test_pruner_never_touches_unfinished_jobs(make_app) -> None:
             for job_id in finished:
                 assert await job_row(app, job_id) is None
             row = await job_row(app, blocker.identifier)
-            assert row is not None and row["state"] == "running"
+            assert row is not None
+            assert row["state"] == "running"
             for ref in waiting:
                 row = await job_row(app, ref.identifier)
-                assert row is not None and row["state"] == "pending"
+                assert row is not None
+                assert row["state"] == "pending"
             row = await job_row(app, retrying)
-            assert row is not None and row["state"] == "retrying"
+            assert row is not None
+            assert row["state"] == "retrying"
             assert pruner.pruned == len(finished)
             tg.cancel_scope.cancel()

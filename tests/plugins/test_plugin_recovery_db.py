@@ -42,10 +42,13 @@ async def test_rescues_only_jobs_of_dead_incarnations(make_app) -> None:
     for job_id in (out_of_attempts, cancelled):
         row = await job_row(app, job_id)
         assert row is not None
-        assert row["state"] == "failed" and row["completed_at"] is not None
+        assert row["state"] == "failed"
+        assert row["completed_at"] is not None
     for job_id, state in ((alive, "running"), (finished, "succeeded"), (just_claimed, "running")):
         row = await job_row(app, job_id)
-        assert row is not None and row["state"] == state and row["errors"] == []
+        assert row is not None
+        assert row["state"] == state
+        assert row["errors"] == []
 
     # A second pass finds nothing more.
     assert await plugin.rescue(app) == 0
@@ -58,7 +61,8 @@ async def test_rescue_works_in_batches(make_app) -> None:
     assert await plugin.rescue(app) == 5
     for job_id in ids:
         row = await job_row(app, job_id)
-        assert row is not None and row["state"] == "retrying"
+        assert row is not None
+        assert row["state"] == "retrying"
 
 
 async def test_a_job_completing_while_recovery_runs_is_not_rescued(make_app) -> None:
@@ -91,7 +95,8 @@ async def test_a_job_completing_while_recovery_runs_is_not_rescued(make_app) -> 
         assert await rescue_jobs(app, grace=0) == []
     row = await job_row(app, job_id)
     assert row is not None
-    assert row["state"] == "succeeded" and row["errors"] == []
+    assert row["state"] == "succeeded"
+    assert row["errors"] == []
 
 
 async def test_a_late_completion_after_a_rescue_changes_nothing(make_app) -> None:
@@ -108,7 +113,8 @@ async def test_a_late_completion_after_a_rescue_changes_nothing(make_app) -> Non
         )
     assert rows == []
     row = await job_row(app, job_id)
-    assert row is not None and row["state"] == "retrying"
+    assert row is not None
+    assert row["state"] == "retrying"
 
 
 def test_recovery_depends_on_leadership() -> None:
@@ -129,4 +135,6 @@ async def test_concurrent_passes_rescue_each_job_once(make_app) -> None:
     assert sum(counts) == len(ids)
     for job_id in ids:
         row = await job_row(app, job_id)
-        assert row is not None and row["state"] == "retrying" and len(row["errors"]) == 1
+        assert row is not None
+        assert row["state"] == "retrying"
+        assert len(row["errors"]) == 1

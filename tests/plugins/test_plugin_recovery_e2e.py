@@ -52,7 +52,8 @@ async def test_job_of_a_killed_worker_runs_again_once_on_the_survivor(
     await eventually(started, timeout=20)
     holder = (await live_workers(app))["doomed"]
     row = await job_row(app, ref.identifier)
-    assert row is not None and (row["state"], row["taken_by"]) == ("running", holder)
+    assert row is not None
+    assert (row["state"], row["taken_by"]) == ("running", holder)
 
     survivor_pid = procs.start("survivor", PLUGINS, **FAST)
     await eventually(lambda: _has(app, "survivor"), timeout=20)
@@ -62,7 +63,8 @@ async def test_job_of_a_killed_worker_runs_again_once_on_the_survivor(
     assert job is not None
     assert job.state == job.State.SUCCEEDED
     assert job.attempts == 2
-    assert len(job.errors) == 1 and "stopped heartbeating" in job.errors[0]["traceback"]
+    assert len(job.errors) == 1
+    assert "stopped heartbeating" in job.errors[0]["traceback"]
     assert ran_on(marker, first_pid, survivor_pid), runs(marker)
     # Nothing runs it a third time.
     await anyio.sleep(1)
@@ -70,7 +72,8 @@ async def test_job_of_a_killed_worker_runs_again_once_on_the_survivor(
     if executor == Chancy.Executor.Process:
         # The first run's child process did not outlive its killed worker.
         child = int(runs(marker)[0].split(":")[0])
-        assert child != first_pid and _gone(child)
+        assert child != first_pid
+        assert _gone(child)
 
 
 async def test_restarted_worker_with_the_same_id_gets_its_lost_job_back(
@@ -90,7 +93,9 @@ async def test_restarted_worker_with_the_same_id_gets_its_lost_job_back(
     # Restarted at once, under the same id: a new incarnation whose heartbeat is fresh.
     second_pid = procs.start("same", PLUGINS, **FAST)
     job = await app.wait_for_job(ref, timeout=30)
-    assert job is not None and job.state == job.State.SUCCEEDED and job.attempts == 2
+    assert job is not None
+    assert job.state == job.State.SUCCEEDED
+    assert job.attempts == 2
     assert ran_on(marker, first_pid, second_pid), runs(marker)
     assert (await live_workers(app))["same"] != old_identity
 
@@ -109,7 +114,9 @@ async def test_out_of_attempts_the_lost_job_fails(procs, make_app, tmp_path: Pat
     await eventually(lambda: _has(app, "survivor"), timeout=20)
     procs.kill("doomed")
     job = await app.wait_for_job(ref, timeout=30)
-    assert job is not None and job.state == job.State.FAILED and job.attempts == 1
+    assert job is not None
+    assert job.state == job.State.FAILED
+    assert job.attempts == 1
     assert job.completed_at is not None
     assert len(runs(marker)) == 1
 

@@ -76,7 +76,8 @@ async def test_cancelled_jobs_are_never_retried() -> None:
     plugin = Retry()
     job = make_job(QueuedJob.State.RETRYING)
     out = await plugin.on_job_completed(job, None, error=asyncio.CancelledError())
-    assert out.state == QueuedJob.State.FAILED and out.completed_at is not None
+    assert out.state == QueuedJob.State.FAILED
+    assert out.completed_at is not None
 
     try:
         try:

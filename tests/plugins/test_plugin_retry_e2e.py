@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import anyio
@@ -47,12 +48,14 @@ async def test_backoff_gaps_between_attempts(make_app, tmp_path: Path) -> None:
             jobs = [await app.wait_for_job(ref, timeout=30) for ref in refs]
             tg.cancel_scope.cancel()
     for job, attempts in zip(jobs, (3, 2), strict=True):
-        assert job is not None and job.state == job.State.FAILED
-        assert job.attempts == attempts and len(job.errors) == attempts
+        assert job is not None
+        assert job.state == job.State.FAILED
+        assert job.attempts == attempts
+        assert len(job.errors) == attempts
     # Default settings: 0.5 s after the first failure, 1.5 s after the second.
     runs = times(default_path)
     assert len(runs) == 3
-    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
     for gap, delay in zip(gaps, (0.5, 1.5), strict=True):
         assert delay - 0.05 <= gap <= delay + POLL_SLACK, gaps
     # The job's own base of 2.5 s wins over the plugin's.
@@ -77,8 +80,12 @@ async def test_a_cancelled_job_is_not_retried(make_app) -> None:
             await eventually(running, timeout=10)
             await app.cancel_job(ref)
             job = await app.wait_for_job(ref, timeout=15)
-            assert job is not None and job.state == job.State.FAILED and job.attempts == 1
+            assert job is not None
+            assert job.state == job.State.FAILED
+            assert job.attempts == 1
             await anyio.sleep(0.5)
             job = await app.get_job(ref)
-            assert job is not None and job.state == job.State.FAILED and job.attempts == 1
+            assert job is not None
+            assert job.state == job.State.FAILED
+            assert job.attempts == 1
             tg.cancel_scope.cancel()

@@ -19,9 +19,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from supervisor_helpers import MiB, packed  # noqa: E402
+from supervisor_helpers import MiB, packed
 
-from chancy.supervisor import ChildPool  # noqa: E402
+from chancy.supervisor import ChildPool
 
 
 async def measure(runs: int, interval: float, func: str) -> tuple[list[float], list[float]]:
@@ -30,15 +30,17 @@ async def measure(runs: int, interval: float, func: str) -> tuple[list[float], l
         for _ in range(runs):
             with tempfile.TemporaryDirectory() as folder:
                 marker = Path(folder) / "crossed"
-                job_id, job = packed(func, total_mib=600, marker=str(marker))
+                _job_id, job = packed(func, total_mib=600, marker=str(marker))
                 outcome = await pool.run_job(job, memory_limit=100 * MiB)
-                assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+                assert outcome.error is not None
+                assert outcome.error.type == "MemoryLimitExceeded"
                 rows = [line.split() for line in marker.read_text().splitlines()]
                 below = [float(t) for t, rss in rows if int(rss) <= 100 * MiB]
                 # The last moment seen below the limit: crossing happened within one 5 MiB
                 # step (about a millisecond) after it, so latencies are slightly overstated.
                 crossed = below[-1]
-                assert outcome.limit_detected_at and outcome.tree_gone_at
+                assert outcome.limit_detected_at
+                assert outcome.tree_gone_at
                 detect.append(outcome.limit_detected_at - crossed)
                 gone.append(outcome.tree_gone_at - crossed)
     return detect, gone

@@ -14,14 +14,14 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from supervisor_helpers import packed  # noqa: E402
+from supervisor_helpers import packed
 
-from chancy.supervisor import ChildPool  # noqa: E402
+from chancy.supervisor import ChildPool
 
 
 async def main(folder: Path, func: str) -> None:
     async with ChildPool(2) as pool, anyio.create_task_group() as tg:
-        job_id, job = packed(func, pid_file=str(folder / "busy"))
+        _job_id, job = packed(func, pid_file=str(folder / "busy"))
         tg.start_soon(pool.run_job, job)
         while not (folder / "busy").exists() or len(pool.pids) < 2:
             await anyio.sleep(0.01)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -101,7 +102,7 @@ def catch_everything(pid_file: str | None = None) -> None:
         try:
             while True:
                 time.sleep(0.01)
-        except BaseException:  # noqa: B036 - the point of the test
+        except BaseException:
             pass
 
 
@@ -267,10 +268,8 @@ def _daemonize(pidfile: str) -> None:
 def daemon_then_hang(pidfile: str) -> None:
     _daemonize(pidfile)
     while True:  # deaf to the stop: killed at the end of the grace
-        try:
+        with contextlib.suppress(BaseException):
             time.sleep(60)
-        except BaseException:  # noqa: B036 - hostile on purpose
-            pass
 
 
 def daemon_then_return(pidfile: str) -> str:

@@ -70,7 +70,9 @@ async def test_a_stop_interrupts_the_job_import() -> None:
         with anyio.fail_after(2):  # well before the 3 s import would end
             assert await child.receive() == Started(job_id=job_id)
             done = await child.receive()
-        assert isinstance(done, JobDone) and not done.ok and done.error is not None
+        assert isinstance(done, JobDone)
+        assert not done.ok
+        assert done.error is not None
         assert (done.error.type, done.error.message) == ("JobCancelled", "stop now")
         await child.stop(ask_timeout=1, term_timeout=1)
         tg.cancel_scope.cancel()

@@ -46,7 +46,8 @@ def test_children_exit_when_the_supervisor_is_sigkilled(
         assert wait_until(lambda: children_file.exists() and children_file.read_text(), 30)
         children.extend(int(p) for p in children_file.read_text().split())
         busy = int((tmp_path / "busy").read_text())
-        assert busy in children and len(children) == 2
+        assert busy in children
+        assert len(children) == 2
         grandchild_file = tmp_path / "busy.grandchild"
         if grandchild_file.exists():
             children.append(int(grandchild_file.read_text()))

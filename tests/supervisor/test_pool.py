@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import psutil
 import pytest
 from supervisor_helpers import MiB, gone, packed, wait_for_file, wait_gone
@@ -43,8 +44,10 @@ async def test_returns_and_the_child_is_reused() -> None:
     async with pool() as p:
         first = await run(p, "returns", value=3)
         second = await run(p, "async_job", value=2)
-    assert first.ok and second.ok
-    assert first.error is None and first.meta == {}
+    assert first.ok
+    assert second.ok
+    assert first.error is None
+    assert first.meta == {}
     assert first.pid == second.pid
 
 
@@ -56,37 +59,49 @@ async def test_the_return_value_comes_back_as_json() -> None:
         too_big = await run(p, "returns", value="x" * 200, max_result_size=100)
         not_json = await run(p, "returns_set")
         after = await run(p, "returns", value=1)
-    assert value.ok and value.result == '{"a":[1,"é"]}'.encode()
-    assert awaited.ok and awaited.result == b"5"
-    assert nothing.ok and nothing.result is None
+    assert value.ok
+    assert value.result == '{"a":[1,"é"]}'.encode()
+    assert awaited.ok
+    assert awaited.result == b"5"
+    assert nothing.ok
+    assert nothing.result is None
     for outcome, message in [
         (too_big, "result of 202 bytes exceeds the queue's max_result_size of 100 bytes"),
         (not_json, "result of type set is not JSON-serialisable"),
     ]:
-        assert not outcome.ok and outcome.result is None and outcome.child_exit is None
+        assert not outcome.ok
+        assert outcome.result is None
+        assert outcome.child_exit is None
         assert outcome.error is not None
         assert (outcome.error.type, outcome.error.message) == ("ResultError", message)
-    assert after.ok and after.pid == value.pid  # a refused result does not cost the child
+    assert after.ok
+    assert after.pid == value.pid
 
 
 async def test_raises_error_as_data() -> None:
     async with pool() as p:
         outcome = await run(p, "raises", message="boom")
         failed_async = await run(p, "async_job", value=-1)
-    assert not outcome.ok and outcome.child_exit is None
+    assert not outcome.ok
+    assert outcome.child_exit is None
     assert outcome.error is not None
     assert (outcome.error.type, outcome.error.message) == ("ValueError", "boom")
-    assert "in raises" in outcome.error.traceback and "ValueError: boom" in outcome.error_text
-    assert failed_async.error is not None and failed_async.error.type == "ValueError"
+    assert "in raises" in outcome.error.traceback
+    assert "ValueError: boom" in outcome.error_text
+    assert failed_async.error is not None
+    assert failed_async.error.type == "ValueError"
 
 
 async def test_sys_exit_is_an_error_and_the_child_survives() -> None:
     async with pool() as p:
         outcome = await run(p, "exits", code=3)
         after = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "SystemExit"
-    assert outcome.error.message == "3" and outcome.child_exit is None
-    assert after.ok and after.pid == outcome.pid
+    assert outcome.error is not None
+    assert outcome.error.type == "SystemExit"
+    assert outcome.error.message == "3"
+    assert outcome.child_exit is None
+    assert after.ok
+    assert after.pid == outcome.pid
 
 
 @pytest.mark.parametrize(
@@ -106,9 +121,13 @@ async def test_a_job_that_cannot_be_imported_fails_with_a_clear_error(
         with anyio.fail_after(20):
             outcome = await p.run_job(job, job_id=job_id)
         after = await run(p, "returns")  # the child is still fine
-    assert not outcome.ok and outcome.child_exit is None and outcome.error is not None
-    assert outcome.error.type == "JobImportError" and message in outcome.error.message
-    assert after.ok and after.pid == outcome.pid
+    assert not outcome.ok
+    assert outcome.child_exit is None
+    assert outcome.error is not None
+    assert outcome.error.type == "JobImportError"
+    assert message in outcome.error.message
+    assert after.ok
+    assert after.pid == outcome.pid
 
 
 @pytest.mark.parametrize(
@@ -119,10 +138,13 @@ async def test_child_death_fails_the_job_and_is_replaced(func: str, exit_text: s
     async with pool() as p:
         outcome = await run(p, func)
         after = await run(p, "returns")
-    assert not outcome.ok and outcome.child_exit == exit_text
-    assert outcome.error is not None and outcome.error.type == "WorkerProcessDied"
+    assert not outcome.ok
+    assert outcome.child_exit == exit_text
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerProcessDied"
     assert exit_text in outcome.error.message
-    assert after.ok and after.pid != outcome.pid
+    assert after.ok
+    assert after.pid != outcome.pid
     if func == "segfault":  # faulthandler's dump from the child reaches the error
         assert "segfault" in outcome.error.traceback
 
@@ -139,8 +161,10 @@ async def test_sigkill_from_outside(tmp_path: Path) -> None:
         pid = int(await wait_for_file(pid_file))
         os.kill(pid, signal.SIGKILL)
     [outcome] = outcomes
-    assert outcome.child_exit == "killed by signal SIGKILL" and outcome.pid == pid
-    assert outcome.error is not None and "killed by signal SIGKILL" in outcome.error.message
+    assert outcome.child_exit == "killed by signal SIGKILL"
+    assert outcome.pid == pid
+    assert outcome.error is not None
+    assert "killed by signal SIGKILL" in outcome.error.message
 
 
 async def test_job_receives_its_queued_job_and_meta_comes_back() -> None:
@@ -149,7 +173,8 @@ async def test_job_receives_its_queued_job_and_meta_comes_back() -> None:
         outcome = await p.run_job(job)  # the job id is read from the packed job
     assert outcome.ok, outcome.error
     assert outcome.job_id == job_id
-    assert outcome.meta is not None and outcome.meta["touched"] == job_id
+    assert outcome.meta is not None
+    assert outcome.meta["touched"] == job_id
 
 
 # -- limits ----------------------------------------------------------------------------
@@ -162,11 +187,14 @@ async def test_memory_limit_kills_the_child() -> None:
     async with pool() as p:
         outcome = await run(p, "allocate", total_mib=600, memory_limit=100 * MiB)
         after = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+    assert outcome.error is not None
+    assert outcome.error.type == "MemoryLimitExceeded"
     assert MEMORY_ERROR.match(outcome.error.message), outcome.error.message
     assert outcome.child_exit == "killed by signal SIGKILL"
-    assert outcome.pid is not None and gone(outcome.pid)
-    assert after.ok and after.pid != outcome.pid
+    assert outcome.pid is not None
+    assert gone(outcome.pid)
+    assert after.ok
+    assert after.pid != outcome.pid
 
 
 async def test_memory_of_a_forked_grandchild_counts(tmp_path: Path) -> None:
@@ -175,7 +203,8 @@ async def test_memory_of_a_forked_grandchild_counts(tmp_path: Path) -> None:
         outcome = await run(
             p, "fork_and_allocate", total_mib=600, pid_file=str(pid_file), memory_limit=100 * MiB
         )
-    assert outcome.error is not None and MEMORY_ERROR.match(outcome.error.message)
+    assert outcome.error is not None
+    assert MEMORY_ERROR.match(outcome.error.message)
     await wait_gone(int(pid_file.read_text()))
 
 
@@ -193,7 +222,8 @@ async def test_time_limit_kills_a_job_that_will_not_stop(func: str) -> None:
     async with pool(monitor_interval=0.05, stop_grace=0.3) as p:
         outcome = await run(p, func, time_limit=0.5)
         after = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    assert outcome.error is not None
+    assert outcome.error.type == "TimeLimitExceeded"
     assert outcome.error.message == "time limit exceeded after 0.5 s"
     if func == "catch_everything":
         # It swallows the stop almost always; should the exception land on the one bytecode
@@ -201,8 +231,10 @@ async def test_time_limit_kills_a_job_that_will_not_stop(func: str) -> None:
         assert outcome.child_exit in ("killed by signal SIGKILL", None)
     else:
         assert outcome.child_exit == "killed by signal SIGKILL"
-    assert outcome.pid is not None and gone(outcome.pid)
-    assert after.ok and after.pid != outcome.pid
+    assert outcome.pid is not None
+    assert gone(outcome.pid)
+    assert after.ok
+    assert after.pid != outcome.pid
 
 
 @pytest.mark.parametrize("func", ["sleep", "async_sleep"])
@@ -210,7 +242,8 @@ async def test_time_limit_raises_inside_a_cooperative_job(func: str) -> None:
     async with pool() as p:
         outcome = await run(p, func, seconds=30, time_limit=0.3)
         after = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    assert outcome.error is not None
+    assert outcome.error.type == "TimeLimitExceeded"
     assert outcome.error.message == "time limit exceeded after 0.3 s"
     assert "TimeLimitExceeded" in outcome.error.traceback
     if func == "sleep":
@@ -223,9 +256,11 @@ async def test_time_limit_arms_a_hard_rlimit_cpu() -> None:
     async with pool() as p:
         limited = await run(p, "set_meta", time_limit=2)
         free = await run(p, "set_meta")
-    assert limited.meta is not None and free.meta is not None
+    assert limited.meta is not None
+    assert free.meta is not None
     soft, hard = limited.meta["rlimit_cpu"]
-    assert 2 < soft < 2 * os.cpu_count() + 30 and hard == soft + 1  # type: ignore[operator]
+    assert 2 < soft < 2 * os.cpu_count() + 30
+    assert hard == soft + 1
     assert free.meta["rlimit_cpu"] == [-1, -1]  # a fresh child: no leftover limit
     assert limited.meta["rlimit_core"] == [0, 0]
 
@@ -252,12 +287,14 @@ async def test_cancel(func: str, child_exit: str | None) -> None:
                 assert await p.cancel(job_id)
         after = await run(p, "returns")
     [outcome] = outcomes
-    assert outcome.error is not None and outcome.error.type == "JobCancelled"
+    assert outcome.error is not None
+    assert outcome.error.type == "JobCancelled"
     if child_exit is None:
         assert outcome.child_exit is None  # stopped by the exception, no kill needed
     else:  # see test_time_limit_kills_a_job_that_will_not_stop
         assert outcome.child_exit in ("killed by signal SIGKILL", None)
-    assert after.ok and after.pid != outcome.pid
+    assert after.ok
+    assert after.pid != outcome.pid
 
 
 async def test_cancel_kills_a_job_without_limits_that_will_not_stop() -> None:
@@ -281,9 +318,12 @@ async def test_cancel_kills_a_job_without_limits_that_will_not_stop() -> None:
                     await anyio.sleep(0.01)
         after = await run(p, "returns")
     [outcome] = outcomes
-    assert outcome.error is not None and outcome.error.type == "JobCancelled"
-    assert outcome.child_exit == "killed by signal SIGKILL" and gone(outcome.pid)  # type: ignore[arg-type]
-    assert after.ok and after.pid != outcome.pid
+    assert outcome.error is not None
+    assert outcome.error.type == "JobCancelled"
+    assert outcome.child_exit == "killed by signal SIGKILL"
+    assert gone(outcome.pid)
+    assert after.ok
+    assert after.pid != outcome.pid
 
 
 async def test_cancel_right_after_submit(tmp_path: Path) -> None:
@@ -302,10 +342,11 @@ async def test_cancel_right_after_submit(tmp_path: Path) -> None:
 
                 tg.start_soon(runner)
                 while job_id not in p.running_jobs:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 assert await p.cancel(job_id)
     [outcome] = outcomes
-    assert outcome.error is not None and outcome.error.type == "JobCancelled"
+    assert outcome.error is not None
+    assert outcome.error.type == "JobCancelled"
     assert outcome.child_exit is None  # no kill was needed
 
 
@@ -351,7 +392,9 @@ async def test_cancelled_caller_kills_the_child(tmp_path: Path) -> None:
 async def test_restart_after_maximum_jobs() -> None:
     async with pool(maximum_jobs_per_worker=2) as p:
         pids = [(await run(p, "returns")).pid for _ in range(6)]
-    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert pids[0] == pids[1]
+    assert pids[2] == pids[3]
+    assert pids[4] == pids[5]
     assert len({pids[0], pids[2], pids[4]}) == 3
 
 
@@ -363,7 +406,9 @@ async def test_print_does_not_break_the_channel(caplog: pytest.LogCaptureFixture
         with anyio.fail_after(5):
             while "to stderr" not in caplog.text:
                 await anyio.sleep(0.01)
-    assert printed.ok and after.ok and after.pid == printed.pid
+    assert printed.ok
+    assert after.ok
+    assert after.pid == printed.pid
     assert f"child {printed.pid}, job {printed.job_id}: hello from the job" in caplog.text
 
 
@@ -382,11 +427,15 @@ async def test_garbage_on_the_pipe_ends_that_child_only(func: str, message: str)
             tg.start_soon(other)
             bad = await run(p, func)
         after = await run(p, "returns")
-    assert bad.error is not None and bad.error.type == "ProtocolError"
-    assert message in bad.error.message and bad.child_exit is not None
-    assert bad.pid is not None and gone(bad.pid)
+    assert bad.error is not None
+    assert bad.error.type == "ProtocolError"
+    assert message in bad.error.message
+    assert bad.child_exit is not None
+    assert bad.pid is not None
+    assert gone(bad.pid)
     [other_outcome] = others
-    assert other_outcome.ok and other_outcome.pid != bad.pid
+    assert other_outcome.ok
+    assert other_outcome.pid != bad.pid
     assert after.ok
 
 
@@ -407,7 +456,8 @@ async def test_initializer_runs_once_per_child(tmp_path: Path) -> None:
 async def test_failing_initializer_fails_the_job_clearly() -> None:
     async with pool(initializer="supervisor_jobs.failing_initializer") as p:
         outcome = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "ChildStartError"
+    assert outcome.error is not None
+    assert outcome.error.type == "ChildStartError"
     assert "initializer exploded" in outcome.error.message
 
 
@@ -422,7 +472,8 @@ async def test_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
             packed("environment", names=[*secrets, "HARMLESS_SETTING"])[1]
         )
     assert env_outcome.ok
-    assert outcome.meta is not None and outcome.meta["sid_is_pid"] is True
+    assert outcome.meta is not None
+    assert outcome.meta["sid_is_pid"] is True
     # stdin, stdout, stderr, the channel and the directory being listed: nothing inherited.
     assert len(outcome.meta["fds"]) <= 5, outcome.meta["fds"]
 
@@ -435,9 +486,9 @@ async def test_environment_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     for name in ["HOME", "PATH", "LANG", "CHANCY_LOG_LEVEL"]:
         assert not is_secret(name), name
     env = child_environment(["/a", "", "/b"], base={"PGUSER": "x", "HOME": "/h"})
-    assert (
-        env["PYTHONPATH"] == f"/a:{os.getcwd()}:/b" and env["HOME"] == "/h" and "PGUSER" not in env
-    )
+    assert env["PYTHONPATH"] == f"/a:{os.getcwd()}:/b"
+    assert env["HOME"] == "/h"
+    assert "PGUSER" not in env
 
 
 async def test_mixed_load_leaks_nothing() -> None:
@@ -478,7 +529,8 @@ async def test_a_child_that_cannot_start_explains_why(tmp_path: Path) -> None:
     (fake / "__init__.py").write_text("raise RuntimeError('shadowed chancy package')\n")
     async with pool(extra_env={"PYTHONPATH": str(tmp_path)}) as p:
         outcome = await run(p, "returns")
-    assert outcome.error is not None and outcome.error.type == "ChildStartError"
+    assert outcome.error is not None
+    assert outcome.error.type == "ChildStartError"
     assert "exited with code 1" in outcome.error.message
     assert "shadowed chancy package" in outcome.error.message
 
@@ -519,11 +571,14 @@ async def test_replacement_is_spawned_while_the_last_job_runs(tmp_path: Path) ->
             await wait_for_file(tmp_path / "pid")
             # The child's last job runs: its successor is started meanwhile, not after.
             (spare,) = await wait_children(2) - {first.pid}
-            assert not outcomes and p.pids == [first.pid]
+            assert not outcomes
+            assert p.pids == [first.pid]
             assert await p.cancel(job_id)
         after = await run(p, "returns")
-    assert outcomes[0].pid == first.pid and outcomes[0].error is not None
-    assert after.ok and after.pid == spare
+    assert outcomes[0].pid == first.pid
+    assert outcomes[0].error is not None
+    assert after.ok
+    assert after.pid == spare
     await wait_gone(first.pid)
     await wait_gone(spare)
 
@@ -571,7 +626,8 @@ async def test_an_idle_child_killed_from_outside_is_reaped_and_replaced() -> Non
         with pytest.raises(psutil.NoSuchProcess):  # reaped: not even a zombie
             psutil.Process(victim).status()
         outcome = await run(p, "returns")
-    assert outcome.ok and outcome.pid == fresh
+    assert outcome.ok
+    assert outcome.pid == fresh
 
 
 async def test_a_job_handed_to_a_stuck_child_goes_to_a_fresh_one_uncharged() -> None:
@@ -585,7 +641,9 @@ async def test_a_job_handed_to_a_stuck_child_goes_to_a_fresh_one_uncharged() -> 
         os.kill(stuck, signal.SIGSTOP)
         outcome = await run(p, "returns", value=5)
         await wait_gone(stuck)
-    assert outcome.ok and outcome.error is None and outcome.pid != stuck
+    assert outcome.ok
+    assert outcome.error is None
+    assert outcome.pid != stuck
 
 
 async def test_a_job_handed_to_a_dead_child_goes_to_a_fresh_one_uncharged() -> None:
@@ -596,7 +654,8 @@ async def test_a_job_handed_to_a_dead_child_goes_to_a_fresh_one_uncharged() -> N
         (dead,) = p.pids
         os.kill(dead, signal.SIGKILL)  # and the job follows at once, before anyone notices
         outcome = await run(p, "returns", value=5)
-    assert outcome.ok and outcome.pid != dead
+    assert outcome.ok
+    assert outcome.pid != dead
 
 
 async def test_a_fake_done_frame_never_charges_the_next_job() -> None:
@@ -606,17 +665,22 @@ async def test_a_fake_done_frame_never_charges_the_next_job() -> None:
         liar = await run(p, "fake_done")
         honest = await run(p, "returns", value=1)
         await wait_gone(liar.pid)  # type: ignore[arg-type]
-    assert honest.ok and honest.error is None and honest.pid != liar.pid
+    assert honest.ok
+    assert honest.error is None
+    assert honest.pid != liar.pid
 
 
 async def test_a_truncated_frame_fails_its_job_and_only_its_job() -> None:
     async with pool(frame_timeout=0.5) as p:
         bad = await run(p, "write_truncated_frame")
         after = await run(p, "returns")
-    assert bad.error is not None and bad.error.type == "ProtocolError"
+    assert bad.error is not None
+    assert bad.error.type == "ProtocolError"
     assert "incomplete frame: 10 of 1000 payload bytes after 0.5 s" in bad.error.message
-    assert bad.child_exit is not None and gone(bad.pid)  # type: ignore[arg-type]
-    assert after.ok and after.pid != bad.pid
+    assert bad.child_exit is not None
+    assert gone(bad.pid)
+    assert after.ok
+    assert after.pid != bad.pid
 
 
 # -- nothing a job starts outlives it (cgroups) -----------------------------------------
@@ -633,7 +697,8 @@ async def test_a_daemon_that_left_the_session_dies_with_its_killed_job(tmp_path:
     async with pool(stop_grace=0.3) as p:
         assert p.cgroups is not None
         outcome = await run(p, "daemon_then_hang", pidfile=pidfile, time_limit=1)
-    assert outcome.error is not None and outcome.error.type == "TimeLimitExceeded"
+    assert outcome.error is not None
+    assert outcome.error.type == "TimeLimitExceeded"
     daemon = int(Path(pidfile).read_text())
     assert psutil.Process(daemon).ppid() != outcome.pid if not gone(daemon) else True
     await wait_gone(daemon)
@@ -647,7 +712,9 @@ async def test_a_daemon_left_by_a_job_that_returned_is_killed(tmp_path: Path) ->
         daemon = int(Path(pidfile).read_text())
         await wait_gone(daemon)  # killed as the job ended, before the next one
         second = await run(p, "returns")
-    assert first.ok and second.ok and second.pid == first.pid  # the child itself is kept
+    assert first.ok
+    assert second.ok
+    assert second.pid == first.pid
 
 
 @needs_cgroups
@@ -672,5 +739,6 @@ async def test_tmpfs_pages_count_against_the_memory_limit(pace: float, message: 
             )
     finally:
         path.unlink(missing_ok=True)
-    assert outcome.error is not None and outcome.error.type == "MemoryLimitExceeded"
+    assert outcome.error is not None
+    assert outcome.error.type == "MemoryLimitExceeded"
     assert re.search(message, outcome.error.message), outcome.error.message

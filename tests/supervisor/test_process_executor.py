@@ -56,9 +56,12 @@ async def test_outcomes_become_job_states(chancy: Chancy, worker: Worker) -> Non
     assert ok.state == QueuedJob.State.SUCCEEDED
     assert raised.state == QueuedJob.State.FAILED
     assert "ValueError: boom" in raised.errors[-1]["traceback"]
-    assert died.state == QueuedJob.State.FAILED and died.attempts == 2 and len(died.errors) == 2
+    assert died.state == QueuedJob.State.FAILED
+    assert died.attempts == 2
+    assert len(died.errors) == 2
     assert "exited with code 9" in died.errors[0]["traceback"]
-    assert meta.state == QueuedJob.State.SUCCEEDED and meta.meta["touched"] == meta.id
+    assert meta.state == QueuedJob.State.SUCCEEDED
+    assert meta.meta["touched"] == meta.id
 
 
 async def test_limits_fail_the_attempt(chancy: Chancy, worker: Worker) -> None:
@@ -66,7 +69,8 @@ async def test_limits_fail_the_attempt(chancy: Chancy, worker: Worker) -> None:
     timed = job("catch_everything").with_limits([Limit(Limit.Type.TIME, 1)])
     mem_done = await finished(chancy, memory.with_max_attempts(2))
     time_done = await finished(chancy, timed)
-    assert mem_done.state == QueuedJob.State.FAILED and mem_done.attempts == 2
+    assert mem_done.state == QueuedJob.State.FAILED
+    assert mem_done.attempts == 2
     assert "memory limit exceeded" in mem_done.errors[0]["traceback"]
     assert "> 100 MiB" in mem_done.errors[1]["traceback"]
     assert time_done.state == QueuedJob.State.FAILED
@@ -83,7 +87,8 @@ async def test_cancel_a_running_job(chancy: Chancy, worker: Worker) -> None:
             await anyio.sleep(0.05)
     await chancy.cancel_job(ref)
     done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
-    assert done is not None and done.state == QueuedJob.State.FAILED
+    assert done is not None
+    assert done.state == QueuedJob.State.FAILED
     assert done.attempts == 1  # cancelled: never retried
     assert "cancel" in done.errors[-1]["traceback"].lower()
 
@@ -105,7 +110,8 @@ async def test_stopping_the_worker_kills_busy_children_and_releases_their_jobs(
             await worker.stop()
     assert gone(pid)
     released = await chancy.get_job(ref)
-    assert released is not None and released.state == QueuedJob.State.PENDING
+    assert released is not None
+    assert released.state == QueuedJob.State.PENDING
 
 
 async def test_segfault_is_reported_and_logged(
@@ -116,7 +122,8 @@ async def test_segfault_is_reported_and_logged(
     assert done.state == QueuedJob.State.FAILED
     text = done.errors[-1]["traceback"]
     last = text.splitlines()[-1]
-    assert last.startswith("WorkerProcessDied: ") and "killed by signal SIGSEGV" in last
+    assert last.startswith("WorkerProcessDied: ")
+    assert "killed by signal SIGSEGV" in last
     assert "most recent call first" in text  # the faulthandler dump is kept, above it
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(
@@ -151,6 +158,7 @@ async def test_pass_env_reaches_children(
             Job(func=f"{JOBS}.write_env", queue="env", kwargs={"path": str(out), "names": names})
         )
         done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
-    assert done is not None and done.state == QueuedJob.State.SUCCEEDED, done
+    assert done is not None, done
+    assert done.state == QueuedJob.State.SUCCEEDED, done
     seen = json.loads(out.read_text())
     assert seen == {"CHANCY_T_SETTINGS_DSN": "postgresql://passed", "CHANCY_T_SECRET": None}

@@ -33,9 +33,11 @@ async def test_queue_fails_to_start_and_the_worker_serves_the_others(
     async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5):
         ref = await chancy.push(Job(func=f"{JOBS}.returns", queue="proc"))
         done = await chancy.wait_for_job(ref, interval=0.2, timeout=30)
-    assert done is not None and done.state == QueuedJob.State.SUCCEEDED
+    assert done is not None
+    assert done.state == QueuedJob.State.SUCCEEDED
     job = await chancy.get_job(stuck)
-    assert job is not None and job.state == QueuedJob.State.PENDING
+    assert job is not None
+    assert job.state == QueuedJob.State.PENDING
     assert "SubInterpreterExecutor needs Python 3.13 or newer" in caplog.text
     assert "'sub'" in caplog.text
 
@@ -58,10 +60,15 @@ async def test_jobs_run_in_sub_interpreters(chancy: Chancy) -> None:
         ok, bad, slow, not_json = [
             await chancy.wait_for_job(r, interval=0.2, timeout=30) for r in refs
         ]
-    assert ok is not None and ok.state == QueuedJob.State.SUCCEEDED and ok.result == 1
-    assert not_json is not None and not_json.state == QueuedJob.State.FAILED
+    assert ok is not None
+    assert ok.state == QueuedJob.State.SUCCEEDED
+    assert ok.result == 1
+    assert not_json is not None
+    assert not_json.state == QueuedJob.State.FAILED
     assert "result of type set is not JSON-serialisable" in not_json.errors[-1]["traceback"]
-    assert bad is not None and bad.state == QueuedJob.State.FAILED
+    assert bad is not None
+    assert bad.state == QueuedJob.State.FAILED
     assert "ValueError: nope" in bad.errors[-1]["traceback"]
-    assert slow is not None and slow.state == QueuedJob.State.FAILED
+    assert slow is not None
+    assert slow.state == QueuedJob.State.FAILED
     assert "time limit exceeded" in slow.errors[-1]["traceback"]

@@ -42,14 +42,17 @@ async def test_prefetch_is_opt_in_and_sized_by_run_times(chancy: Chancy) -> None
     queue = Queue("q", concurrency=4)
     plain, ahead = Plain(worker, queue), Ahead(worker, queue)
     for executor in (plain, ahead):
-        assert executor.prefetch() == 0 and executor.free_slots() == 4  # no run time yet
+        assert executor.prefetch() == 0
+        assert executor.free_slots() == 4
         executor.record_duration(0.001)
     # Without the opt-in: the free slots only, however short the jobs.
-    assert plain.prefetch() == 0 and plain.free_slots() == 4
+    assert plain.prefetch() == 0
+    assert plain.free_slots() == 4
     _fill(plain, 3)
     assert plain.free_slots() == 1
     # With it: 4 slots finish 80 jobs of 1 ms during a 20 ms claim, capped at 4 x 4 = 16.
-    assert ahead.prefetch() == 16 and ahead.free_slots() == 20
+    assert ahead.prefetch() == 16
+    assert ahead.free_slots() == 20
     _fill(ahead, 5)
     assert ahead.free_slots() == 15
     _fill(ahead, 11)  # the prefetched jobs keep the slots busy: wait for half the room
@@ -58,12 +61,15 @@ async def test_prefetch_is_opt_in_and_sized_by_run_times(chancy: Chancy) -> None
     for _ in range(100):
         ahead.record_duration(1.0)
     _fill(ahead, 3)
-    assert ahead.prefetch() == 0 and ahead.free_slots() == 1
+    assert ahead.prefetch() == 0
+    assert ahead.free_slots() == 1
 
 
 async def test_in_process_executors_use_the_prefetch(chancy: Chancy) -> None:
-    assert AsyncExecutor.adaptive_prefetch and ThreadedExecutor.adaptive_prefetch
+    assert AsyncExecutor.adaptive_prefetch
+    assert ThreadedExecutor.adaptive_prefetch
     assert not Executor.adaptive_prefetch
     executor = AsyncExecutor(Worker(chancy, **FAST), Queue("q", concurrency=2))
     executor.record_duration(0.0001)
-    assert executor.prefetch() == 8 and executor.free_slots() == 10
+    assert executor.prefetch() == 8
+    assert executor.free_slots() == 10

@@ -68,7 +68,8 @@ async def test_worker_lifecycle_and_queue_events_by_upstream_names(chancy) -> No
                             kwargs={"label": "f", "seconds": 0.3},
                         )
                     )
-            assert box and box[0].body["queue"].name == "hq"
+            assert box
+            assert box[0].body["queue"].name == "hq"
             await chancy.declare(
                 Queue("hq", executor=chancy.Executor.Async, concurrency=2), upsert=True
             )
@@ -76,7 +77,8 @@ async def test_worker_lifecycle_and_queue_events_by_upstream_names(chancy) -> No
             assert updated.body["queue"].concurrency == 2
             assert updated.body["previous"].concurrency == 1
     kinds = [kind for kind, _ in seen]
-    assert kinds.count("worker.started") == 1 and kinds[-1] == "worker.stopped"
+    assert kinds.count("worker.started") == 1
+    assert kinds[-1] == "worker.stopped"
     assert kinds.index("worker.started") < kinds.index("worker.queue.full")
     assert kinds.index("worker.queue.updated") < len(kinds) - 1
 

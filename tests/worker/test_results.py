@@ -82,7 +82,8 @@ async def test_return_values_are_stored(
 
     for (flavour, value), job in zip(cases, done[: len(cases)], strict=True):
         assert job.state == QueuedJob.State.SUCCEEDED, (flavour, value, job.errors)
-        assert job.result == value and type(job.result) is type(value), (flavour, value)
+        assert job.result == value, (flavour, value)
+        assert type(job.result) is type(value), (flavour, value)
         assert await job_row(chancy, job.id, "result") == (value,)
     for job in done[len(cases) : len(cases) + 2]:
         assert job.state == QueuedJob.State.SUCCEEDED
@@ -111,7 +112,8 @@ async def test_a_result_that_is_not_json_fails_the_job(
     for job in failed:
         # A normal failed attempt: retried by the usual rules, then FAILED.
         assert job.state == QueuedJob.State.FAILED
-        assert job.attempts == 2 and len(job.errors) == 2
+        assert job.attempts == 2
+        assert len(job.errors) == 2
         assert all(
             "ResultError: result of type set is not JSON-serialisable" in e["traceback"]
             for e in job.errors
@@ -123,7 +125,8 @@ async def test_a_result_that_is_not_json_fails_the_job(
         " ['when'][1]" in nested_done.errors[-1]["traceback"]
     )
     # One bad result fails only its own job.
-    assert good_done.state == QueuedJob.State.SUCCEEDED and good_done.result == "fine"
+    assert good_done.state == QueuedJob.State.SUCCEEDED
+    assert good_done.result == "fine"
 
 
 async def test_a_result_over_max_result_size_fails_the_job(
@@ -143,14 +146,16 @@ async def test_a_result_over_max_result_size_fails_the_job(
     done = await run_all(chancy, [*over, *at_cap])
 
     for job in done[:2]:
-        assert job.state == QueuedJob.State.FAILED and job.result is None
+        assert job.state == QueuedJob.State.FAILED
+        assert job.result is None
         assert (
             "ResultError: result of 202 bytes exceeds the queue's max_result_size of 100 bytes"
             in job.errors[-1]["traceback"]
         )
         assert await job_row(chancy, job.id, "result IS NULL") == (True,)
     for job in done[2:]:
-        assert job.state == QueuedJob.State.SUCCEEDED and job.result == "x" * 98
+        assert job.state == QueuedJob.State.SUCCEEDED
+        assert job.result == "x" * 98
 
 
 async def test_the_sync_twins_read_the_result(chancy: Chancy, start_worker: StartWorker) -> None:
@@ -192,7 +197,9 @@ async def test_the_migration_goes_down_and_up(chancy: Chancy, start_worker: Star
     await chancy.migrate()
     assert await fetch(chancy, column, (table,)) == [("jsonb",)]
     job = await chancy.get_job(ref)
-    assert job is not None and job.state == QueuedJob.State.SUCCEEDED and job.result is None
+    assert job is not None
+    assert job.state == QueuedJob.State.SUCCEEDED
+    assert job.result is None
 
 
 def test_messages_and_the_option() -> None:

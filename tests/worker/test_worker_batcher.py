@@ -71,7 +71,8 @@ async def test_updates_arriving_during_a_write_go_in_the_next_batch(chancy) -> N
             await eventually(write_waits_on_the_lock)
             for job in rest:
                 worker.queue_update_nowait(job)
-            assert sizes == [] and len(worker.outgoing) == len(rest)
+            assert sizes == []
+            assert len(worker.outgoing) == len(rest)
         # The lock is gone: the first write ends, and the rest go together in the next one.
         await eventually(lambda: sum(sizes) == 4)
         tg.cancel_scope.cancel()
@@ -93,7 +94,8 @@ async def test_interval_is_a_minimum_gap_that_a_full_batch_skips(chancy) -> None
         # The next one waits for the gap (or a full batch) ...
         worker.queue_update_nowait(jobs[1])
         await anyio.sleep(0.3)
-        assert sizes == [1] and len(worker.outgoing) == 1
+        assert sizes == [1]
+        assert len(worker.outgoing) == 1
         # ... and a full batch is written at once.
         worker.queue_update_nowait(jobs[2])
         await eventually(lambda: sizes == [1, 2], timeout=10)

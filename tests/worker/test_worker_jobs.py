@@ -14,7 +14,7 @@ from chancy import Chancy, Job, Limit, Queue, QueuedJob
 pytestmark = pytest.mark.anyio
 
 EXECUTORS = pytest.mark.parametrize(
-    "executor,prefix_fn",
+    ("executor", "prefix_fn"),
     [(Chancy.Executor.Async, "async"), (Chancy.Executor.Threaded, "sync")],
     ids=["async", "threaded"],
 )
@@ -29,8 +29,10 @@ async def test_job_succeeds(chancy, start_worker, executor, prefix_fn) -> None:
     )
     job = await chancy.wait_for_job(ref, timeout=10)
     assert job.state == QueuedJob.State.SUCCEEDED
-    assert job.completed_at is not None and job.started_at is not None
-    assert job.attempts == 1 and job.errors == []
+    assert job.completed_at is not None
+    assert job.started_at is not None
+    assert job.attempts == 1
+    assert job.errors == []
     assert wjobs.RUNS["ok"] == [7]
     (taken_by,) = await job_row(chancy, ref.identifier, "taken_by")
     assert taken_by is None
@@ -79,7 +81,8 @@ async def test_meta_and_job_parameter(chancy, start_worker, executor, prefix_fn)
     assert wjobs.RUNS["m"] == [ref.identifier]
     assert job.meta["keep"] == 1
     if prefix_fn == "async":
-        assert job.meta["seen_id"] == ref.identifier and job.meta["attempt"] == 1
+        assert job.meta["seen_id"] == ref.identifier
+        assert job.meta["attempt"] == 1
     else:
         assert job.meta["thread"]
 
@@ -253,11 +256,13 @@ async def test_asyncio_only_job_on_a_trio_worker_says_why(
     ref = await chancy.push(Job(func=f"wjobs.{func}", queue="q", kwargs={"label": "a"}))
     job = await chancy.wait_for_job(ref, timeout=10)
     if anyio_backend == "asyncio":
-        assert job.state == QueuedJob.State.SUCCEEDED and wjobs.RUNS["a"] == [None]
+        assert job.state == QueuedJob.State.SUCCEEDED
+        assert wjobs.RUNS["a"] == [None]
         return
     assert job.state == QueuedJob.State.FAILED
     (error,) = job.errors
     last = error["traceback"].splitlines()[-1]
     assert last.startswith(f"chancy.errors.WrongEventLoop: wjobs.{func} uses asyncio, but this")
-    assert "--backend asyncio" in last and "anyio" in last
+    assert "--backend asyncio" in last
+    assert "anyio" in last
     assert "RuntimeError: no running event loop" in error["traceback"]  # the cause, kept

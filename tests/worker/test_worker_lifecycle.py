@@ -29,7 +29,8 @@ async def test_unmigrated_database_raises_clear_error(dsn) -> None:
                 pass
     assert isinstance(info.value, MigrationsNeededError)  # upstream Chancy's name
     message = str(info.value)
-    assert "chancy.migrate()" in message and "misc migrate" in message
+    assert "chancy.migrate()" in message
+    assert "misc migrate" in message
 
 
 async def test_graceful_stop_lets_running_jobs_finish(chancy) -> None:
@@ -117,15 +118,18 @@ async def test_heartbeat_announces_and_expires(chancy, start_worker) -> None:
     workers = {w["worker_id"]: w for w in await chancy.get_all_workers()}
     assert set(workers) == {"alive"}, "the expired worker was removed"
     me = workers["alive"]
-    assert me["incarnation"] == worker.incarnation and me["pid"] == os.getpid()
-    assert me["queues"] == ["q"] and "worker_id=alive" in me["tags"]
+    assert me["incarnation"] == worker.incarnation
+    assert me["pid"] == os.getpid()
+    assert me["queues"] == ["q"]
+    assert "worker_id=alive" in me["tags"]
     assert me["expires_at"] > me["last_seen"]
 
 
 async def test_identity_includes_a_nonce(chancy) -> None:
     a, b = Worker(chancy, worker_id="same"), Worker(chancy, worker_id="same")
     assert a.taken_by != b.taken_by
-    assert a.taken_by.startswith("same:") and b.taken_by.startswith("same:")
+    assert a.taken_by.startswith("same:")
+    assert b.taken_by.startswith("same:")
 
 
 async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
@@ -135,7 +139,9 @@ async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
     async with chancy.db.connection() as conn:
         (job,) = await worker.fetch_jobs(queue, conn, up_to=5)
         assert await worker.fetch_jobs(queue, conn, up_to=5) == []
-    assert job.id == ref.identifier and job.attempts == 1 and job.state == QueuedJob.State.RUNNING
+    assert job.id == ref.identifier
+    assert job.attempts == 1
+    assert job.state == QueuedJob.State.RUNNING
     row = await job_row(chancy, job.id, "state", "attempts", "taken_by")
     assert row == ("running", 1, worker.taken_by)
 
@@ -164,7 +170,7 @@ async def test_attempt_counted_at_claim_and_writes_are_guarded(chancy) -> None:
 
 
 @pytest.mark.parametrize(
-    "options,field",
+    ("options", "field"),
     [
         ({"heartbeat_poll_interval": 0}, "heartbeat_poll_interval"),
         ({"heartbeat_poll_interval": 10, "heartbeat_timeout": 5}, "heartbeat_timeout"),
@@ -219,7 +225,8 @@ async def test_cancelled_under_load_leaves_nothing_running(chancy) -> None:
         await eventually(lambda: len(wjobs.RUNS["c"]) >= n // 4, timeout=20)
         tg.cancel_scope.cancel()
     counts = dict(await fetch(chancy, "SELECT state, count(*) FROM {jobs} GROUP BY state"))
-    assert "running" not in counts and counts.get("succeeded", 0) > 0
+    assert "running" not in counts
+    assert counts.get("succeeded", 0) > 0
     assert counts.get("succeeded", 0) <= len(set(wjobs.RUNS["c"]))
     bad = await fetch(
         chancy, "SELECT count(*) FROM {jobs} WHERE state = 'pending' AND attempts <> 0"
@@ -276,7 +283,8 @@ async def test_worker_entered_and_left_in_different_tasks(chancy, anyio_backend)
                 Job(func="wjobs.async_sleep", queue="q", kwargs={"label": "x", "seconds": 0})
             )
             job = await chancy.wait_for_job(ref, timeout=20)
-            assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+            assert job is not None
+            assert job.state == QueuedJob.State.SUCCEEDED
             leave.set()
     assert await chancy.get_all_workers() == [], "left cleanly from the other task"
 

@@ -50,7 +50,8 @@ async def test_a_malformed_row_fails_alone_and_its_batch_runs(
     await start_worker()  # all of them are claimed together, in one batch
     for ref in good:
         job = await chancy.wait_for_job(ref, timeout=30)
-        assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+        assert job is not None
+        assert job.state == QueuedJob.State.SUCCEEDED
     for label, ref in bad.items():
         _, _, message = BAD_ROWS[label]
         state, errors = await job_row(chancy, ref.identifier, "state", "errors")
@@ -81,7 +82,8 @@ async def test_a_malformed_queue_row_is_skipped_and_the_others_served(
     await start_worker()
     ref = await chancy.push(Job(func="wjobs.async_record", queue="good", kwargs={"label": "g"}))
     job = await chancy.wait_for_job(ref, timeout=20)
-    assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+    assert job is not None
+    assert job.state == QueuedJob.State.SUCCEEDED
     assert wjobs.RUNS["g"] == [None]
     assert await fetch(chancy, "SELECT name FROM {queues} ORDER BY name") == [
         ("broken",),

@@ -35,7 +35,8 @@ async def test_a_push_spanning_many_long_named_queues_commits_and_wakes(
     assert len(refs) == 100
     with anyio.fail_after(20):
         job = await chancy.wait_for_job(refs[42], timeout=20)
-    assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+    assert job is not None
+    assert job.state == QueuedJob.State.SUCCEEDED
     assert wjobs.RUNS[served] == [None]
 
 
@@ -50,7 +51,8 @@ async def test_recovery_of_jobs_spanning_many_long_named_queues(chancy: Chancy) 
             )
         )
     rescued = await rescue_jobs(chancy, grace=0)
-    assert len(rescued) == 100 and {state for _, _, state in rescued} == {"retrying"}
+    assert len(rescued) == 100
+    assert {state for _, _, state in rescued} == {"retrying"}
     rows = await fetch(
         chancy, "SELECT state FROM {jobs} WHERE id = ANY(%s)", ([r.identifier for r in refs],)
     )

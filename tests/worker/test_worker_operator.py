@@ -54,12 +54,14 @@ async def test_retried_and_moved_jobs_run_at_once(chancy, start_worker) -> None:
     await eventually(lambda: {"q", "other"} <= set(worker.executors))
     ref = await chancy.push(Job(func="wjobs.async_fail", queue="q", kwargs={"label": "f"}))
     failed = await chancy.wait_for_job(ref, timeout=10)
-    assert failed.state is QueuedJob.State.FAILED and len(failed.errors) == 1
+    assert failed.state is QueuedJob.State.FAILED
+    assert len(failed.errors) == 1
     result = await chancy.retry_jobs(where=JobFilter(queue="q", state="failed"))
     assert result.done == [ref.identifier]
     # Woken by the "pushed" notice: well within the 30 s polling interval.
     again = await chancy.wait_for_job(ref, timeout=5)
-    assert again.state is QueuedJob.State.FAILED and len(again.errors) == 2
+    assert again.state is QueuedJob.State.FAILED
+    assert len(again.errors) == 2
     assert again.attempts == 1
 
     await chancy.pause_queue("q")
@@ -68,6 +70,8 @@ async def test_retried_and_moved_jobs_run_at_once(chancy, start_worker) -> None:
     await anyio.sleep(0.3)
     assert (await chancy.move_jobs([stuck], "other")).done == [stuck.identifier]
     moved = await chancy.wait_for_job(stuck, timeout=5)
-    assert moved.state is QueuedJob.State.SUCCEEDED and moved.queue == "other"
+    assert moved.state is QueuedJob.State.SUCCEEDED
+    assert moved.queue == "other"
     [stats] = await chancy.queue_stats("other")
-    assert stats.workers == (worker.worker_id,) and stats.succeeded_last_minute == 1
+    assert stats.workers == (worker.worker_id,)
+    assert stats.succeeded_last_minute == 1

@@ -152,7 +152,8 @@ async def test_notifications_arrive_on_the_direct_listen_dsn(pooled_app: Chancy)
         await anyio.sleep(0.5)  # the fetcher has made its first (empty) claim
         ref = await app.push(Job(func="wjobs.async_noop", queue="slow"))
         job = await app.wait_for_job(ref, timeout=20)
-    assert job is not None and job.state == QueuedJob.State.SUCCEEDED
+    assert job is not None
+    assert job.state == QueuedJob.State.SUCCEEDED
 
 
 async def test_every_connection_is_named_after_its_worker(chancy: Chancy, dsn: str) -> None:

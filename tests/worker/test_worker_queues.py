@@ -141,8 +141,10 @@ async def test_broken_executor_does_not_stop_other_queues(chancy, start_worker, 
     assert (await chancy.wait_for_job(ref, timeout=10)).state == QueuedJob.State.SUCCEEDED
     assert set(worker.executors) == {"good"}
     text = caplog.text
-    assert "'broken'" in text and "chancy.executors.nothing.Nope" in text
-    assert "'badopts'" in text and "bogus" in text
+    assert "'broken'" in text
+    assert "chancy.executors.nothing.Nope" in text
+    assert "'badopts'" in text
+    assert "bogus" in text
     # The failure is visible outside the worker's log: in its row of get_all_workers().
 
     async def statuses() -> dict:
@@ -182,7 +184,8 @@ async def test_two_workers_never_run_the_same_job(chancy, start_worker) -> None:
     runs = wjobs.RUNS["dup"]
     assert len(runs) == n
     assert len(set(runs)) == n
-    assert a.jobs_claimed > 0 and b.jobs_claimed > 0
+    assert a.jobs_claimed > 0
+    assert b.jobs_claimed > 0
 
 
 async def test_job_pushed_before_its_queue_runs_once_declared(chancy, start_worker) -> None:
@@ -194,4 +197,5 @@ async def test_job_pushed_before_its_queue_runs_once_declared(chancy, start_work
     await chancy.declare(Queue("late", executor=ASYNC, polling_interval=0.2))
     await eventually(lambda: "late" in worker.executors)
     job = await chancy.wait_for_job(ref, interval=0.1, timeout=10)
-    assert job.state == QueuedJob.State.SUCCEEDED and wjobs.RUNS["l"]
+    assert job.state == QueuedJob.State.SUCCEEDED
+    assert wjobs.RUNS["l"]
