@@ -15,7 +15,7 @@ from collections import Counter as _Tally
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, HubEvent
+from chancy.events import JOB_FINISHED, JOB_STARTED, HubEvent
 from chancy.job import QueuedJob
 
 if TYPE_CHECKING:

@@ -63,7 +63,9 @@ from chancy._sql import (
 from chancy.actors.batcher import Batcher, Outbox
 from chancy.actors.heartbeat import Heartbeat
 from chancy.actors.listener import Listener
-from chancy.actors.messages import (
+from chancy.actors.queue_watcher import QueueWatcher
+from chancy.errors import MigrationsNeededError
+from chancy.events import (
     JOB_CANCELLED,
     WORKER_SHUTDOWN_TIMEOUT,
     WORKER_STARTED,
@@ -71,8 +73,6 @@ from chancy.actors.messages import (
     Flag,
     HubEvent,
 )
-from chancy.actors.queue_watcher import QueueWatcher
-from chancy.errors import MigrationsNeededError
 from chancy.hub import Hub
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 
 from chancy._sql import update_jobs_query
-from chancy.actors.messages import BATCH_WRITTEN, Wakeup
+from chancy.events import BATCH_WRITTEN, Wakeup
 
 if TYPE_CHECKING:
     from chancy.job import QueuedJob

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.actors.messages import QUEUE_FULL, QUEUE_WAKE, HubEvent
+from chancy.events import QUEUE_FULL, QUEUE_WAKE, HubEvent
 
 if TYPE_CHECKING:
     from chancy.executors.base import Executor

@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 
 from chancy._sql import cancel_requested_query, expire_workers_query
-from chancy.actors.messages import JOB_CANCELLED, Wakeup
+from chancy.events import JOB_CANCELLED, Wakeup
 
 if TYPE_CHECKING:
     from chancy.worker import Worker

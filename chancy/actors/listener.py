@@ -17,7 +17,7 @@ import anyio.abc
 import sniffio
 from psycopg import sql
 
-from chancy.actors.messages import (
+from chancy.events import (
     JOB_CANCELLED,
     JOBS_DONE,
     LISTENER_CONNECTED,

@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 
 from chancy.actors.fetcher import Fetcher
-from chancy.actors.messages import QUEUE_REMOVED, QUEUE_STARTED, Flag
+from chancy.events import QUEUE_REMOVED, QUEUE_STARTED, Flag
 from chancy.executors.base import Executor, load_executor
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.actors.messages import QUEUE_CHANGED, QUEUE_UPDATED, Wakeup
 from chancy.actors.queue_runner import QueueRunner
+from chancy.events import QUEUE_CHANGED, QUEUE_UPDATED, Wakeup
 from chancy.queue import Queue
 
 if TYPE_CHECKING:

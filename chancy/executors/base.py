@@ -42,9 +42,9 @@ from chancy._result import (
     encode_result,
 )
 from chancy._sql import malformed_reason
-from chancy.actors.messages import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.allowlist import JobNotAllowed
 from chancy.errors import InvalidJobError, RemoteJobError, ResultError
+from chancy.events import JOB_FINISHED, JOB_STARTED, Flag, Wakeup
 from chancy.job import Limit, QueuedJob, import_function
 
 if TYPE_CHECKING:

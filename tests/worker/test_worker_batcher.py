@@ -9,7 +9,7 @@ from conftest import FAST, eventually, fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.actors.batcher import Batcher
-from chancy.actors.messages import BATCH_WRITTEN
+from chancy.events import BATCH_WRITTEN
 from chancy.executors.asyncex import AsyncExecutor
 from chancy.hub import HubEvent
 from chancy.worker import Worker

@@ -10,7 +10,7 @@ import pytest
 from conftest import FAST, eventually
 
 from chancy import Chancy, Job, Queue, QueuedJob
-from chancy.actors.messages import Flag, Wakeup
+from chancy.events import Flag, Wakeup
 from chancy.plugin import Plugin
 from chancy.worker import Worker
 

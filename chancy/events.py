@@ -1,4 +1,5 @@
-"""What the worker's actors pass between them: wake-ups, flags and hub events.
+"""Events and signals shared by the actors, the executors and the hub: wake-ups, flags and
+hub events.
 
 Actors talk through anyio memory object streams and the small event types below. `Flag` and
 `Wakeup` may be created outside an event loop (the anyio event inside is made lazily), so a
