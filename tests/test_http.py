@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import eventually
 
 import chancy._http as _http
 from chancy import Chancy, Job, Limit, Queue, QueuedJob
@@ -65,13 +66,6 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def value(text: str, name: str, **labels: str) -> float:
     return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-async def wait_until(predicate, timeout: float = 30, what: str = "") -> object:
-    with anyio.fail_after(timeout):
-        while not (result := await predicate()):
-            await anyio.sleep(0.1)
-    return result
 
 
 # -- metrics of a real worker ------------------------------------------------------------------
@@ -127,7 +121,7 @@ async def test_metrics_count_every_outcome(chancy: Chancy, worker: Worker) -> No
     async def running() -> bool:
         return bool(worker.running_jobs())
 
-    await wait_until(running, what="the sleeper running")
+    await eventually(running, what="the sleeper running")
     status, body, _ = await aget(url + "/metrics")
     assert value(body, "chancy_worker_running_jobs", queue="fast") == 1
     assert value(body, "chancy_worker_running_jobs", queue="proc") == 0
@@ -153,7 +147,7 @@ async def test_metrics_count_every_outcome(chancy: Chancy, worker: Worker) -> No
         )
         return text if finished == 8 else None
 
-    body = await wait_until(settled, what="eight finished attempts counted")
+    body = await eventually(settled, what="eight finished attempts counted")
     assert value(body, "chancy_jobs_started_total", queue="fast") == 4
     assert value(body, "chancy_jobs_started_total", queue="proc") == 4
     fin = "chancy_jobs_finished_total"
@@ -241,7 +235,7 @@ async def test_readyz_follows_a_database_outage_and_healthz_does_not(own_server:
                 status, body, _ = await aget(url + "/readyz")
                 return json.loads(body) if status == 503 else None
 
-            down = await wait_until(unready, what="/readyz 503")
+            down = await eventually(unready, what="/readyz 503")
             assert down["checks"]["database"]["ok"] is False
             assert down["checks"]["database"]["error"]
             status, body, _ = await aget(url + "/healthz")
@@ -260,7 +254,7 @@ async def test_readyz_follows_a_database_outage_and_healthz_does_not(own_server:
             async def ready() -> bool:
                 return (await aget(url + "/readyz"))[0] == 200
 
-            await wait_until(ready, timeout=60, what="/readyz 200 again")
+            await eventually(ready, timeout=60, what="/readyz 200 again")
             ref = await app.push(Job(func="wjobs.async_record", kwargs={"label": "after"}))
             done = await app.wait_for_job(ref, interval=0.2, timeout=30)
             assert done.state == QueuedJob.State.SUCCEEDED

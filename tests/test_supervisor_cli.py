@@ -7,27 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import psutil
 import pytest
+from support import wait_until
 
 from chancy import Chancy, Job, Queue, QueuedJob
 
 TESTS = Path(__file__).parent
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
+from support import eventually  # noqa: F401 - the tests import it from here
 
 from chancy import Chancy, Job, Queue
 
@@ -97,18 +96,6 @@ async def count_jobs(app: Chancy, where: str = "true", params: tuple = ()) -> in
         )
     assert row is not None
     return int(row[0])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.05
-) -> Any:
-    """Await `check()` until it returns something truthy (returned), failing after `timeout`."""
-    with anyio.fail_after(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await anyio.sleep(interval)
 
 
 class WorkerProcs:

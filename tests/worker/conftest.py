@@ -6,20 +6,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-import anyio
 import pytest
 import wjobs
+from support import FAST
 
 from chancy import Chancy
 from chancy.worker import Worker
-
-FAST = {
-    "heartbeat_poll_interval": 1,
-    "heartbeat_timeout": 5,
-    "queue_change_poll_interval": 1,
-    "shutdown_timeout": 5,
-    "register_signal_handlers": False,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -38,32 +30,3 @@ async def start_worker(chancy: Chancy) -> AsyncIterator[Callable[..., Awaitable[
             return worker
 
         yield start
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.02
-) -> Any:
-    """Wait until `predicate()` (sync or async) is truthy; fails after `timeout` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = predicate()
-            if isinstance(value, Awaitable):
-                value = await value
-            if value:
-                return value
-            await anyio.sleep(interval)
-
-
-async def job_row(chancy: Chancy, job_id: str, *columns: str) -> tuple:
-    async with chancy.db.connection() as conn:
-        row = await conn.fetchone(
-            chancy.tables.q("SELECT " + ", ".join(columns) + " FROM {jobs} WHERE id = %s"),
-            (job_id,),
-        )
-    assert row is not None
-    return row
-
-
-async def fetch(chancy: Chancy, query: str, params: Any = None) -> list[tuple]:
-    async with chancy.db.connection() as conn:
-        return await conn.fetchall(chancy.tables.q(query), params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import anyio.abc
 import pytest
-from conftest import FAST
+from support import FAST
 
 from chancy import Chancy, Queue, QueuedJob
 from chancy.executors.asyncex import AsyncExecutor

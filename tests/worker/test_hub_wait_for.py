@@ -44,7 +44,7 @@ async def test_worker_emits_upstream_queue_events(chancy, start_worker) -> None:
 async def test_worker_lifecycle_and_queue_events_by_upstream_names(chancy) -> None:
     """worker.started/stopped, worker.queue.updated on new settings, worker.queue.full once
     each time the executor fills up — in the order a plugin watching the hub would see them."""
-    from conftest import FAST, eventually
+    from support import FAST, eventually
 
     from chancy import Job, Queue
     from chancy.worker import Worker

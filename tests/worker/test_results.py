@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import fetch, job_row
+from support import fetch, job_row
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy._result import ResultError, check_max_result_size, encode_result

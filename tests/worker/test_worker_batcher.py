@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from conftest import FAST, eventually, fetch
+from support import FAST, eventually, fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.actors.batcher import Batcher

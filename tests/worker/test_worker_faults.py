@@ -7,7 +7,7 @@ import anyio
 import psycopg
 import pytest
 import wjobs
-from conftest import eventually
+from support import eventually
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.job import Reference

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 import wjobs
-from conftest import eventually, fetch, job_row
+from support import eventually, fetch, job_row
 
 from chancy import Chancy, Job, Limit, Queue, QueuedJob
 

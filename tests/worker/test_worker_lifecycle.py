@@ -9,7 +9,7 @@ import signal
 import anyio
 import pytest
 import wjobs
-from conftest import FAST, eventually, fetch, job_row
+from support import FAST, eventually, fetch, job_row
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.actors.batcher import Batcher

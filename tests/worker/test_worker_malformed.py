@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import wjobs
-from conftest import fetch, job_row
+from support import fetch, job_row
 
 from chancy import Chancy, Job, Queue, QueuedJob
 

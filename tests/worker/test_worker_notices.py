@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 import wjobs
-from conftest import fetch
+from support import fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy._sql import MAX_NOTICE_BYTES, event

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 import wjobs
-from conftest import eventually
+from support import eventually
 
 from chancy import Chancy, Job, JobFilter, Queue, QueuedJob
 

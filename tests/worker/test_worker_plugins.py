@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import FAST, eventually
+from support import FAST, eventually
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.events import Flag, Wakeup

@@ -19,8 +19,8 @@ import anyio
 import psycopg
 import pytest
 import wjobs
-from conftest import FAST, eventually, fetch
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from support import FAST, eventually, fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy.plugins.leadership import Leadership

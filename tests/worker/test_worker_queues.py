@@ -10,7 +10,7 @@ import platform
 import anyio
 import pytest
 import wjobs
-from conftest import eventually, fetch, job_row
+from support import eventually, fetch, job_row
 
 from chancy import Chancy, Job, Queue, QueuedJob
 
