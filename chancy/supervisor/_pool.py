@@ -194,6 +194,7 @@ class ChildPool:
         frame_timeout: float = FRAME_TIMEOUT,
         start_timeout: float = 10.0,
         idle_check_interval: float = 0.5,
+        private_shm: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         if size < 1:
@@ -215,6 +216,8 @@ class ChildPool:
         self.frame_timeout = frame_timeout
         self.start_timeout = start_timeout
         self.idle_check_interval = idle_check_interval
+        #: Each child gets a /dev/shm of its own where it may (root), freed with it.
+        self.private_shm = private_shm
         self.logger = logger or logging.getLogger("chancy.supervisor")
         self._slots = [_Slot(i) for i in range(size)]
         self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
@@ -323,6 +326,7 @@ class ChildPool:
             frame_timeout=self.frame_timeout,
             logger=self.logger,
             cgroups=self.cgroups,
+            private_shm=self.private_shm,
         )
         self._watchdog.add(child.pid)
         child.on_gone = self._watchdog.remove

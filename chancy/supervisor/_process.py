@@ -122,6 +122,7 @@ class ChildProcess:
         frame_timeout: float = FRAME_TIMEOUT,
         logger: logging.Logger | None = None,
         cgroups: Cgroups | None = None,
+        private_shm: bool = False,
     ) -> ChildProcess:
         """Start a child, pump its output into *task_group*, and complete the handshake."""
         logger = logger or logging.getLogger("chancy.supervisor")
@@ -142,6 +143,7 @@ class ChildProcess:
                     str(child_channel.fileno()),
                     "--parent",
                     str(os.getpid()),
+                    *(["--private-shm"] if private_shm else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=child_output.fileno(),

@@ -76,7 +76,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _STOP_SIGNAL = signal.SIGUSR1
 
 
-def harden(parent_pid: int) -> None:
+def harden(parent_pid: int, *, private_shm: bool = False) -> None:
     """Apply the process hygiene described in the module docstring."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     faulthandler.enable()  # a crash leaves its Python traceback in the supervisor's log
@@ -86,9 +86,29 @@ def harden(parent_pid: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if private_shm:
+            _private_shm(libc)
     if os.getppid() != parent_pid:
         os._exit(EXIT_PARENT_GONE)
     os.dup2(2, 1)
+
+
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+
+
+def _private_shm(libc: Any) -> bool:
+    """Give this child (and all it starts) a ``/dev/shm`` of its own: a fresh tmpfs in a
+    mount namespace of its own. What a job leaves there is freed with the namespace, that is,
+    once the child and everything it started are gone. Needs CAP_SYS_ADMIN (root); without
+    it (or without a /dev/shm) the host's is used, as before. True if it took effect."""
+    if not os.path.isdir("/dev/shm") or libc.unshare(_CLONE_NEWNS) != 0:
+        return False
+    # Stop mounts from propagating back to the host's namespace, then mount over /dev/shm.
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return False
+    flags = _MS_NOSUID | _MS_NODEV
+    return bool(libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, b"mode=1777") == 0)
 
 
 def arm_cpu_limit(time_limit: float) -> tuple[int, int]:
@@ -321,9 +341,9 @@ def _reader(frames: BlockingFrames, inbox: queue.SimpleQueue[RunJob | Shutdown])
             os._exit(EXIT_PROTOCOL_ERROR)
 
 
-def serve(fd: int, parent_pid: int) -> int:
+def serve(fd: int, parent_pid: int, *, private_shm: bool = False) -> int:
     """Handshake, then run jobs until told to shut down. Returns the exit code."""
-    harden(parent_pid)
+    harden(parent_pid, private_shm=private_shm)
     frames = BlockingFrames(fd)
     try:
         hello = frames.receive()
@@ -369,8 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chancy.supervisor.child")
     parser.add_argument("--fd", type=int, required=True, help="the protocol channel")
     parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    parser.add_argument("--private-shm", action="store_true", help="a /dev/shm of its own")
     args = parser.parse_args(argv)
-    code = serve(args.fd, args.parent)
+    code = serve(args.fd, args.parent, private_shm=args.private_shm)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -287,3 +287,11 @@ def fill_shm(path: str, mib: int, pace: float = 0.0) -> None:
             f.flush()
             time.sleep(pace)
     time.sleep(30)
+
+
+def shm_then_hang(name: str, mib: int = 20) -> None:
+    """Leave a file in /dev/shm, say where it lives, then hang until killed."""
+    with open(f"/dev/shm/{name}", "wb") as f:
+        f.write(b"x" * (mib * 1024 * 1024))
+    print(f"wrote /dev/shm/{name} in mount namespace {os.readlink('/proc/self/ns/mnt')}")
+    time.sleep(600)

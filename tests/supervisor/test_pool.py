@@ -742,3 +742,22 @@ async def test_tmpfs_pages_count_against_the_memory_limit(pace: float, message: 
     assert outcome.error is not None
     assert outcome.error.type == "MemoryLimitExceeded"
     assert re.search(message, outcome.error.message), outcome.error.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private /dev/shm needs root (CAP_SYS_ADMIN)")
+async def test_a_killed_jobs_dev_shm_files_go_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    """Each child has a /dev/shm of its own (a tmpfs in its own mount namespace): what a job
+    leaves there is never seen by the host, and is freed when the child's tree is gone."""
+    caplog.set_level(logging.INFO, logger="chancy.supervisor")
+    name = f"chancy-test-shm-{os.getpid()}"
+    async with pool(stop_grace=0.2) as p:
+        outcome = await run(p, "shm_then_hang", name=name, time_limit=1)
+    assert outcome.error is not None
+    assert outcome.error.type == "TimeLimitExceeded"
+    assert not Path(f"/dev/shm/{name}").exists()  # never in the host's /dev/shm
+    ours = os.readlink("/proc/self/ns/mnt")
+    line = next(
+        r.getMessage() for r in caplog.records if f"wrote /dev/shm/{name}" in r.getMessage()
+    )
+    assert ours not in line  # the child wrote it in a mount namespace of its own
+    await wait_gone(outcome.pid)  # type: ignore[arg-type]
