@@ -21,6 +21,7 @@ import anyio
 
 from chancy._sql import event
 from chancy.plugin import Plugin, check_seconds, emit, leader_passes
+from chancy.plugins.retry import Retry
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -78,8 +79,11 @@ async def rescue_jobs(
         rows = await conn.fetchall(
             _rescue_query(chancy), {"grace": float(grace), "limit": int(batch_size)}
         )
+        later = await _back_off(chancy, conn, rows)
         if rows and chancy.notifications:
-            runnable = sorted({queue for _, queue, state in rows if state == "retrying"})
+            runnable = sorted(
+                {queue for id_, queue, state in rows if state == "retrying" and id_ not in later}
+            )
             if runnable:
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)",
@@ -92,6 +96,31 @@ async def rescue_jobs(
                     (chancy.tables.channel, event("job.done", ids=failed[start : start + 150])),
                 )
     return [tuple(row) for row in rows]
+
+
+async def _back_off(chancy: Chancy, conn: Any, rows: list[tuple[Any, ...]]) -> set[str]:
+    """With a Retry plugin, a rescued job waits its backoff like any failed attempt (the lost
+    run counts as one); returns the ids that were put off. Without one it runs again at once."""
+    retry = next((p for p in chancy.plugins if isinstance(p, Retry)), None)
+    ids = [id_ for id_, _, state in rows if state == "retrying"]
+    if retry is None or not ids:
+        return set()
+    found = await conn.fetchall(
+        chancy.tables.q("SELECT id::text, attempts, meta FROM {jobs} WHERE id = ANY(%s::uuid[])"),
+        (ids,),
+    )
+    delays = {id_: retry.delay_for(attempts, meta or {}) for id_, attempts, meta in found}
+    later = {id_: delay for id_, delay in delays.items() if delay > 0}
+    if later:
+        await conn.execute(
+            chancy.tables.q(
+                "UPDATE {jobs} AS j SET scheduled_at = now() + make_interval(secs => d.delay)"
+                " FROM (SELECT unnest(%s::uuid[]) AS id, unnest(%s::float8[]) AS delay) d"
+                " WHERE j.id = d.id AND j.state = 'retrying'"
+            ),
+            (list(later), list(later.values())),
+        )
+    return set(later)
 
 
 class Recovery(Plugin):

@@ -146,12 +146,17 @@ class Retry(Plugin):
 
     def next_scheduled_at(self, job: QueuedJob, now: datetime | None = None) -> datetime:
         """When `job`, which just failed attempt `job.attempts`, should run again."""
+        now = now or datetime.now(UTC)
+        return now + timedelta(seconds=self.delay_for(job.attempts, job.meta))
+
+    def delay_for(self, attempts: int, meta: dict[str, Any]) -> float:
+        """Seconds to wait before retrying a job that failed attempt `attempts` (its
+        `meta["retry"]` overrides the plugin's settings); used for rescued jobs too."""
         try:
-            backoff = self.backoff.with_overrides(job.meta.get("retry"))
+            backoff = self.backoff.with_overrides(meta.get("retry"))
         except ValueError:
             backoff = self.backoff  # a bad per-job setting must not lose the job
-        now = now or datetime.now(UTC)
-        return now + timedelta(seconds=backoff.delay(job.attempts))
+        return backoff.delay(attempts)
 
     async def on_job_completed(
         self, job: QueuedJob, worker: Worker, *, error: BaseException | None

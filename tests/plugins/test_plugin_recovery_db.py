@@ -8,6 +8,7 @@ from plugin_helpers import add_job, add_worker, job_row
 
 from chancy.plugins.leadership import Leadership
 from chancy.plugins.recovery import Recovery, rescue_jobs
+from chancy.plugins.retry import Retry
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +139,27 @@ async def test_concurrent_passes_rescue_each_job_once(make_app) -> None:
         assert row is not None
         assert row["state"] == "retrying"
         assert len(row["errors"]) == 1
+
+
+async def test_rescued_jobs_follow_the_retry_backoff(make_app) -> None:
+    """With a Retry plugin, the lost run counts as a failed attempt and waits its backoff
+    (the job's own meta["retry"] included). Without one it runs again at once (above)."""
+    app = await make_app(plugins=[Retry(base=60, factor=2, limit=3600)])
+    first = await add_job(app, state="running", taken_by="gone:1", attempts=1)
+    third = await add_job(app, state="running", taken_by="gone:1", attempts=3, max_attempts=5)
+    assert sorted(state for _, _, state in await rescue_jobs(app, grace=0)) == [
+        "retrying",
+        "retrying",
+    ]
+    async with app.db.connection() as conn:
+        rows = dict(
+            await conn.fetchall(
+                app.tables.q(
+                    "SELECT id::text, extract(epoch FROM scheduled_at - now())::float8"
+                    " FROM {jobs} WHERE id = ANY(%s::uuid[])"
+                ),
+                ([first, third],),
+            )
+        )
+    assert 55 < rows[first] <= 60  # base * factor**0
+    assert 235 < rows[third] <= 240  # base * factor**2
