@@ -112,12 +112,17 @@ async def _check_schema(app: Chancy, args: argparse.Namespace) -> int:
 async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
     queues = await app.get_all_queues()
     undeclared = await app.get_undeclared_queues()
-    failing: dict[str, list[dict[str, str]]] = {}
+    failing: dict[str, list[dict[str, Any]]] = {}
     for w in await app.get_all_workers():
         for name, status in (w.get("queue_status") or {}).items():
             if status.get("status") == "failed":
                 failing.setdefault(name, []).append(
-                    {"worker_id": w["worker_id"], "error": status.get("error", "")}
+                    {
+                        "worker_id": w["worker_id"],
+                        "error": status.get("error", ""),
+                        "failures": status.get("failures", 1),
+                        "retry_in": status.get("retry_in"),
+                    }
                 )
     if args.json:
         _print_json(
@@ -132,7 +137,12 @@ async def _queue_list(app: Chancy, args: argparse.Namespace) -> int:
             f"executor={q.executor.rsplit('.', 1)[-1]} tags={','.join(sorted(q.tags))}{rate}"
         )
         for failure in failing.get(q.name, []):
-            print(f"{'':<24} FAILING on worker {failure['worker_id']}: {failure['error']}")
+            retry = failure["retry_in"]
+            when = f", next try in {retry}s" if retry is not None else ""
+            print(
+                f"{'':<24} FAILING on worker {failure['worker_id']} "
+                f"({failure['failures']} in a row{when}): {failure['error']}"
+            )
     for name, count in undeclared.items():
         print(f"{name:<24} NOT DECLARED: {count} unfinished job(s) wait for this queue")
     return 0

@@ -4,8 +4,10 @@ A queue runs here when it is ACTIVE and each of its tags (a regular expression) 
 at least one of `Worker.worker_tags()`. The watcher looks again on every "queue.changed"
 notification, else every `queue_change_poll_interval` seconds. A queue whose settings changed,
 that was paused, deleted or no longer matches is drained (up to `shutdown_timeout`) before its
-new settings take over. A queue whose executor fails to load or start is retried after
-`RETRY_BROKEN` seconds or as soon as its settings change; the other queues keep running.
+new settings take over. A queue whose executor fails to load, start or keeps crashing is retried after `RETRY_BROKEN`
+seconds, `RESTART_BUDGET` times in a row; then only every `BROKEN_PAUSE` seconds, until it
+runs again or its settings change (which resets the count). Each worker's row shows it
+(`queue_status`: failures and when the next try is). The other queues keep running.
 
 A queue paused with a `resume_at` reads as active once that time has passed (the database
 decides, see `chancy._sql.QUEUE_SELECT`); the watcher looks again at that moment, so every
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -29,8 +31,11 @@ from chancy.queue import Queue
 if TYPE_CHECKING:
     from chancy.worker import Worker
 
-#: Seconds before a queue whose executor failed is tried again (unless it changes first).
-RETRY_BROKEN = 30.0
+#: Seconds before a queue whose executor failed is tried again (unless it changes first)...
+RETRY_BROKEN = 10.0
+#: ... for this many failures in a row; after that, only every `BROKEN_PAUSE` seconds.
+RESTART_BUDGET = 3
+BROKEN_PAUSE = 300.0
 
 
 def queue_matches(queue: Queue, worker_tags: set[str]) -> bool:
@@ -49,6 +54,8 @@ class QueueWatcher:
         self.wakeup = Wakeup()
         #: Queues whose executor failed: (queue, retry after, error).
         self._broken: dict[str, tuple[Queue, float, str]] = {}
+        #: Failures in a row of each queue's executor, with the settings they happened with.
+        self._failures: dict[str, tuple[Queue, int]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopping = False
         #: Test hook: how many refreshes completed.
@@ -63,9 +70,15 @@ class QueueWatcher:
     @property
     def queue_status(self) -> dict[str, dict[str, str]]:
         """`{queue: {"status": "running" | "starting" | "failed", "error": ...}}` of this worker."""
-        status: dict[str, dict[str, str]] = {
-            name: {"status": "failed", "error": error}
-            for name, (_, _, error) in self._broken.items()
+        now = anyio.current_time()
+        status: dict[str, dict[str, Any]] = {
+            name: {
+                "status": "failed",
+                "error": error,
+                "failures": self._failures.get(name, (None, 1))[1],
+                "retry_in": max(0, round(retry_at - now)),
+            }
+            for name, (_, retry_at, error) in self._broken.items()
         }
         for name, runner in self.runners.items():
             status[name] = {"status": "running" if runner.fetcher is not None else "starting"}
@@ -131,6 +144,8 @@ class QueueWatcher:
                     worker.hub.emit(QUEUE_UPDATED, queue=new, previous=runner.queue, worker=worker)
         for name in set(self._broken) - set(wanted):
             del self._broken[name]
+        for name in set(self._failures) - set(wanted):
+            del self._failures[name]
         before = set(self.runners)
         now = anyio.current_time()
         for name, queue in wanted.items():
@@ -159,11 +174,25 @@ class QueueWatcher:
                     if self.worker.heartbeat is not None and not self._stopping:
                         self.worker.heartbeat.wakeup.set()
                 if runner.failed:
+                    last, count = self._failures.get(queue.name, (queue, 0))
+                    count = count + 1 if last == queue else 1
+                    self._failures[queue.name] = (queue, count)
+                    pause = RETRY_BROKEN if count <= RESTART_BUDGET else BROKEN_PAUSE
+                    if count == RESTART_BUDGET + 1:
+                        self.worker.log.error(
+                            "queue %r failed %d times in a row; trying again every %.0f s "
+                            "(or as soon as its settings change)",
+                            queue.name,
+                            RESTART_BUDGET,
+                            BROKEN_PAUSE,
+                        )
                     self._broken[queue.name] = (
                         queue,
-                        anyio.current_time() + RETRY_BROKEN,
+                        anyio.current_time() + pause,
                         runner.error or "could not start",
                     )
+                elif runner.executor is not None:
+                    self._failures.pop(queue.name, None)  # it ran: the budget is whole again
                 if not self._stopping:
                     self.wakeup.set()  # start the queue again with its new settings
 

@@ -199,3 +199,37 @@ async def test_job_pushed_before_its_queue_runs_once_declared(chancy, start_work
     job = await chancy.wait_for_job(ref, interval=0.1, timeout=10)
     assert job.state == QueuedJob.State.SUCCEEDED
     assert wjobs.RUNS["l"]
+
+
+async def test_a_queue_that_keeps_failing_backs_off(chancy, start_worker, monkeypatch) -> None:
+    """A restart budget, then a longer pause; both visible in the worker's row."""
+    from chancy.actors import queue_watcher
+
+    monkeypatch.setattr(queue_watcher, "RETRY_BROKEN", 0.2)
+    monkeypatch.setattr(queue_watcher, "RESTART_BUDGET", 2)
+    monkeypatch.setattr(queue_watcher, "BROKEN_PAUSE", 600.0)
+    broken = Queue("broken", executor="chancy.executors.nothing.Nope")
+    await chancy._run(functools.partial(chancy._declare, queue=broken, upsert=False))
+    await start_worker()
+
+    async def status() -> dict:
+        rows = await chancy.get_all_workers()
+        return (rows[0]["queue_status"] or {}).get("broken", {}) if rows else {}
+
+    paused = await eventually(lambda: _when(status(), lambda s: s.get("failures") == 3), timeout=20)
+    assert paused["status"] == "failed"
+    assert paused["retry_in"] > 500  # the long pause, after two quick retries
+    await anyio.sleep(2.5)  # two more refreshes: no new attempt during the pause
+    assert (await status())["failures"] == 3
+    # New settings reset the budget: it is tried again at once (and fails again: count 1).
+    broken = Queue("broken", executor="chancy.executors.nothing.Other")
+    await chancy._run(functools.partial(chancy._declare, queue=broken, upsert=True))
+    again = await eventually(
+        lambda: _when(status(), lambda s: "Other" in s.get("error", "")), timeout=20
+    )
+    assert again["failures"] == 1
+
+
+async def _when(value, predicate):  # an awaited value if predicate(value) holds
+    got = await value
+    return got if predicate(got) else None
