@@ -429,21 +429,38 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
 def claim_query(tables: Tables) -> sql.Composed:
     """Claim up to %(up_to)s runnable jobs of %(queue)s for %(taken_by)s, in one statement.
 
-    Highest priority first, then push order (ids are time-ordered); only jobs whose
-    `scheduled_at` has come; rows locked by another claimer are skipped. The attempt is
+    Highest priority first, then the time a job became due (`scheduled_at`), then push order
+    (ids are time-ordered); only jobs whose `scheduled_at` has come; rows locked by another
+    claimer are skipped. The levels of priority present are found one index probe each (a
+    loose index scan), and each level is read from its first due job, so jobs scheduled for
+    later are never scanned, however many sit at a higher priority. The attempt is
     counted here, so a job that keeps killing its process runs out of attempts. The id and
     the jsonb columns come back as text, so the worker can skip parsing the (usually empty)
     ones; rows suit `chancy.worker`'s fast row reader.
     """
     return tables.q(
         """
-        WITH picked AS (
-            SELECT id FROM {jobs}
-            WHERE queue = %(queue)s AND state IN ('pending', 'retrying')
-              AND scheduled_at <= now()
-            ORDER BY priority DESC, id
+        WITH RECURSIVE levels(priority) AS (
+            (SELECT priority FROM {jobs}
+             WHERE queue = %(queue)s AND state IN ('pending', 'retrying')
+             ORDER BY priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT n.priority FROM {jobs} n
+                    WHERE n.queue = %(queue)s AND n.state IN ('pending', 'retrying')
+                      AND n.priority < l.priority
+                    ORDER BY n.priority DESC LIMIT 1)
+            FROM levels l WHERE l.priority IS NOT NULL
+        ), picked AS (
+            SELECT due.id FROM levels l CROSS JOIN LATERAL (
+                SELECT d.id FROM {jobs} d
+                WHERE d.queue = %(queue)s AND d.state IN ('pending', 'retrying')
+                  AND d.priority = l.priority AND d.scheduled_at <= now()
+                ORDER BY d.scheduled_at, d.id
+                LIMIT %(up_to)s
+                FOR UPDATE SKIP LOCKED
+            ) due
+            WHERE l.priority IS NOT NULL
             LIMIT %(up_to)s
-            FOR UPDATE SKIP LOCKED
         )
         UPDATE {jobs} AS j
         SET state = 'running', started_at = now(), attempts = j.attempts + 1,

@@ -110,9 +110,10 @@ job_from_claim_row = read_job
 
 
 def _in_claim_order(rows: list[tuple[Any, ...]]) -> list[QueuedJob]:
-    """Jobs in the order they were picked (RETURNING does not keep it): priority, then id."""
+    """Jobs in the order they were picked (RETURNING does not keep it): priority, then due
+    time, then id."""
     jobs = [job_from_claim_row(row) for row in rows]
-    jobs.sort(key=lambda job: (-job.priority, job.id))
+    jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
     return jobs
 
 
@@ -550,7 +551,7 @@ class Worker:
     async def fetch_jobs(self, queue: Queue, conn: Conn, *, up_to: int = 1) -> list[QueuedJob]:
         """Claim up to `up_to` runnable jobs of `queue` for this worker and mark them running.
 
-        Highest priority first, then push order; only jobs whose `scheduled_at` has come; safe
+        Highest priority first, then due time, then push order; only jobs whose `scheduled_at` has come; safe
         to call concurrently (rows locked by another claimer are skipped). A queue with a
         `rate_limit` takes no more than its fixed window (shared by all workers) allows.
         """

@@ -26,7 +26,7 @@ FAST: dict[str, Any] = {
 
 
 async def eventually(
-    predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], Any], timeout: float = 10, what: str = "", *, interval: float = 0.02
 ) -> Any:
     """Wait until `predicate()` (sync, or returning an awaitable) is truthy and return that
     value; fails (`TimeoutError`) after `timeout` seconds."""
@@ -44,7 +44,7 @@ async def eventually(
 
 
 def wait_until(
-    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.01, what: str = ""
+    predicate: Callable[[], Any], timeout: float = 30, what: str = "", *, interval: float = 0.01
 ) -> Any:
     """The blocking `eventually`, for tests that drive real processes from plain code."""
     deadline = time.monotonic() + timeout

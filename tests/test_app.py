@@ -34,7 +34,7 @@ async def test_migrate_up_down_up(chancy: Chancy) -> None:
     ]
     await chancy.migrate()
     assert await chancy.is_up_to_date()
-    assert (await chancy.schema_versions())["core"] == (5, 5)
+    assert (await chancy.schema_versions())["core"] == (6, 6)
     with pytest.raises(ValueError, match="no migration version 7"):
         await chancy.migrate(to_version=7)
 

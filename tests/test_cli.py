@@ -55,7 +55,7 @@ def test_migrate_queues_and_jobs(cli) -> None:
     assert cli("misc", "check-schema").returncode == 1
     result = cli("misc", "migrate")
     assert result.returncode == 0, result.stderr
-    assert "core: version 5 of 5" in result.stdout
+    assert "core: version 6 of 6" in result.stdout
     assert cli("misc", "check-schema").returncode == 0
     declared = cli(
         "queue",

@@ -190,7 +190,7 @@ async def test_the_migration_goes_down_and_up(chancy: Chancy, start_worker: Star
     await worker.stop()
 
     await chancy.migrate(to_version=4)
-    assert (await chancy.schema_versions())["core"] == (4, 5)
+    assert (await chancy.schema_versions())["core"] == (4, 6)
     assert await fetch(chancy, column, (table,)) == []
     assert await fetch(chancy, "SELECT count(*) FROM {jobs}") == [(1,)]  # rows stay
 
