@@ -125,7 +125,7 @@ class HealthServer:
         if request.path == "/readyz":
             return self._health(request, *await self.readiness())
         if request.path == "/metrics":
-            return self._metrics(request)
+            return await self._metrics(request)
         return Response.text(404, "not found: try /healthz, /readyz or /metrics\n")
 
     def _health(self, request: Request, ok: bool, checks: dict[str, Any]) -> Response:
@@ -139,7 +139,7 @@ class HealthServer:
         body["checks"] = checks
         return Response(status, json.dumps(body).encode() + b"\n", "application/json")
 
-    def _metrics(self, request: Request) -> Response:
+    async def _metrics(self, request: Request) -> Response:
         if not self._authorized(request):
             return Response.text(
                 403,
@@ -149,6 +149,7 @@ class HealthServer:
             )
         if self.metrics is None:
             return Response.text(501, f"metrics need prometheus-client: {_metrics.INSTALL_HINT}\n")
+        await self.metrics.refresh_queues()
         body, content_type = self.metrics.render()
         return Response(200, body, content_type)
 

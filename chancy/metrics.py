@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from bisect import bisect_left
 from collections import Counter as _Tally
 from datetime import UTC, datetime
@@ -18,9 +19,13 @@ from typing import TYPE_CHECKING, Any
 from chancy.events import JOB_FINISHED, JOB_STARTED, HubEvent
 from chancy.job import QueuedJob
 
+#: Seconds a scrape reuses the leader's last `queue_stats()`.
+QUEUE_STATS_TTL = 5.0
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from chancy.admin import QueueStats
     from chancy.worker import Worker
 
 INSTALL_HINT = 'pip install "chancy-queue[metrics]"  (or: pip install "prometheus-client>=0.20")'
@@ -99,6 +104,10 @@ class WorkerMetrics:
         self.limit_kills: dict[tuple[str, str], int] = {}
         self.duration: dict[str, _Histogram] = {}
         self.wait: dict[str, _Histogram] = {}
+        #: The leader's last `queue_stats()` (None on other workers), at most
+        #: `QUEUE_STATS_TTL` seconds old when scraped.
+        self.queue_stats: list[QueueStats] | None = None
+        self._queue_stats_at = -math.inf
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         self._offs: list[Callable[[], None]] = []
@@ -164,6 +173,23 @@ class WorkerMetrics:
             if limit is not None:
                 key = (queue, limit)
                 self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
+
+    async def refresh_queues(self) -> None:
+        """Read the queue gauges (one `queue_stats` query) if this worker leads and the last
+        read is older than `QUEUE_STATS_TTL`; other workers export none, so that summing the
+        workers' series never counts a queue twice."""
+        worker = self.worker
+        if not worker.is_leader.is_set():
+            self.queue_stats = None
+            return
+        now = time.monotonic()
+        if now - self._queue_stats_at < QUEUE_STATS_TTL:
+            return
+        try:
+            self.queue_stats = await worker.chancy.queue_stats()
+            self._queue_stats_at = now
+        except Exception as exc:  # a scrape must not fail with the database; keep the last
+            worker.log.debug("metrics: queue_stats failed: %s", exc)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -242,6 +268,23 @@ class _Collector:
         for (queue, limit), count in sorted(metrics.limit_kills.items()):
             kills.add_metric([queue, limit], count)
         yield kills
+        if metrics.queue_stats is not None:
+            depth = GaugeMetricFamily(
+                "chancy_queue_jobs",
+                "Unfinished jobs per queue and state (exported by the leader only).",
+                labels=["queue", "state"],
+            )
+            oldest = GaugeMetricFamily(
+                "chancy_queue_oldest_runnable_seconds",
+                "How long the longest-waiting due job of each queue has waited (leader only).",
+                labels=["queue"],
+            )
+            for stats in metrics.queue_stats:
+                for state in ("pending", "retrying", "running"):
+                    depth.add_metric([stats.name, state], getattr(stats, state))
+                oldest.add_metric([stats.name], stats.oldest_runnable_age or 0.0)
+            yield depth
+            yield oldest
         running = GaugeMetricFamily(
             "chancy_worker_running_jobs", "Jobs this worker runs now.", labels=["queue"]
         )

@@ -633,3 +633,26 @@ def test_supervisor_http_mistakes_are_one_line_errors(
         .splitlines()[-1]
         .endswith(f"cannot serve http on 127.0.0.1:{port}: Address already in use")
     )
+
+
+async def test_the_leader_exports_queue_depth_and_age(dsn: str, prefix: str) -> None:
+    """chancy_queue_jobs / chancy_queue_oldest_runnable_seconds come from one queue_stats
+    query, from the leader only (so summing workers never counts a queue twice)."""
+    from chancy.plugins.leadership import Leadership
+
+    app = Chancy(dsn, prefix=prefix, plugins=[Leadership(poll_interval=1, timeout=5)])
+    async with app:
+        await app.migrate()
+        await app.declare(Queue("held", state=Queue.State.PAUSED))  # nothing runs them
+        for _ in range(3):
+            await app.push(Job(func="wjobs.async_noop", queue="held"))
+        async with Worker(app, http="127.0.0.1:0", register_signal_handlers=False) as w:
+            await eventually(w.is_leader.is_set, timeout=20)
+            text = (await aget(w.http.url + "/metrics"))[1]
+            assert value(text, "chancy_queue_jobs", queue="held", state="pending") == 3
+            assert value(text, "chancy_queue_jobs", queue="held", state="running") == 0
+            assert value(text, "chancy_queue_oldest_runnable_seconds", queue="held") >= 0
+            w.is_leader.clear()  # a follower exports none
+            text = (await aget(w.http.url + "/metrics"))[1]
+            assert "chancy_queue_jobs" not in text
+        await app.migrate(to_version=0)
