@@ -264,11 +264,15 @@ class Reference:
 
 
 class IsAJob(Protocol[P, R]):
-    """A function decorated with `@job`: still callable, with the job description in `.job`."""
+    """A function decorated with `@job`: still callable, with the job description in `.job`,
+    and `.bind(...)`: the job with these arguments, checked against the function's own
+    signature (by the type checker, and at run time)."""
 
     job: Job
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def bind(self, *args: P.args, **kwargs: P.kwargs) -> Job: ...
 
 
 def job(**options: Any) -> Callable[[Callable[P, R]], IsAJob[P, R]]:
@@ -293,6 +297,19 @@ def job(**options: Any) -> Callable[[Callable[P, R]], IsAJob[P, R]]:
             wrapper = async_wrapper  # type: ignore[assignment]
 
         wrapper.job = Job(func=path, **options)  # type: ignore[attr-defined]
+        signature = inspect.signature(func)
+
+        def bind(*args: P.args, **kwargs: P.kwargs) -> Job:
+            # Stored jobs carry keyword arguments only: positional ones get their names here.
+            # A `QueuedJob` parameter may be left out (the worker passes it).
+            try:
+                arguments = signature.bind_partial(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise TypeError(f"{path}.bind: {exc}") from None
+            job: Job = wrapper.job  # type: ignore[attr-defined]
+            return job.with_kwargs(**arguments)
+
+        wrapper.bind = bind  # type: ignore[attr-defined]
         _REGISTERED.add(path)
         return wrapper  # type: ignore[return-value]
 
