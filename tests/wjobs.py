@@ -156,3 +156,8 @@ async def async_returns_text(size: int) -> str:
 
 def sync_returns_tuple_and_number_keys() -> object:
     return {"pair": (1, "a"), 3: "three", "nul": "a\x00b"}
+
+
+async def async_fail_with(label: str, **settings: object) -> None:
+    """Fails; its kwargs hold settings (for tests/worker/test_worker_sentry.py)."""
+    raise RuntimeError(f"boom with {len(settings)} settings")
