@@ -367,6 +367,8 @@ def test_three_hosts_one_cut_off(
             interval=0.02,
             what="jobs running on the host to cut",
         )
+        leader = db.one("SELECT worker_id FROM {leader} WHERE expires_at > now()")
+        assert leader.startswith(f"{cut.name}-") == (cut_what == "leader"), leader
         ip("link", "set", cut.root_if, "down")
         t_cut = time.monotonic()
         pre_cut_rate = db.one("SELECT count(*) FROM {jobs} WHERE state = 'succeeded'") / (
