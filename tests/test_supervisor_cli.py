@@ -158,7 +158,11 @@ def test_runs_jobs_checks_health_and_stops_on_sigterm(
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert not (tmp_path / "status.json").exists()
-    wait_until(lambda: not any(psutil.pid_exists(pid) for pid in children), 10, "children gone")
+    wait_until(
+        lambda: not any(psutil.pid_exists(pid) for pid in children),
+        timeout=10,
+        what="children gone",
+    )
     result = check(env, tmp_path)
     assert result.returncode == 1
     assert "no status file" in result.stderr
@@ -193,4 +197,8 @@ def test_sigkill_of_the_supervisor_leaves_no_child(supervisor, app: Chancy, tmp_
     )
     proc.kill()
     proc.wait(timeout=10)
-    wait_until(lambda: not any(psutil.pid_exists(pid) for pid in children), 10, "children gone")
+    wait_until(
+        lambda: not any(psutil.pid_exists(pid) for pid in children),
+        timeout=10,
+        what="children gone",
+    )
