@@ -69,6 +69,11 @@ class Fetcher:
                     if worker.outgoing.qsize() > MAX_OUTGOING_BACKLOG:
                         await anyio.sleep(0.05)
                         continue
+                    if self._presumed_dead():
+                        # Other workers count us dead and rescue what we hold: a job claimed
+                        # now would be rescued and run again elsewhere. Wait for a heartbeat.
+                        await anyio.sleep(0.1)
+                        continue
                     try:
                         got = await self._claim(slots)
                     except Exception as exc:
@@ -94,6 +99,12 @@ class Fetcher:
                 await executor.wakeup.wait(timeout)
         finally:
             off()
+
+    def _presumed_dead(self) -> bool:
+        """Whether this worker's last successful heartbeat is older than its timeout."""
+        heartbeat = self.worker.heartbeat
+        last = getattr(heartbeat, "last_beat", None)
+        return last is not None and time.monotonic() - last > self.worker.heartbeat_timeout
 
     async def _claim(self, slots: int) -> int:
         worker, executor = self.worker, self.executor
