@@ -197,6 +197,16 @@ class WorkerMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def child_restarts(worker: Worker) -> dict[tuple[str, str], int]:
+    """{(queue, reason): children replaced} over the worker's process executors."""
+    counts: dict[tuple[str, str], int] = {}
+    for name, executor in worker.executors.items():
+        pool = getattr(executor, "pool", None)
+        for reason, count in (getattr(pool, "restarts", None) or {}).items():
+            counts[(name, reason)] = counts.get((name, reason), 0) + count
+    return counts
+
+
 def children_rss(worker: Worker) -> int:
     """Resident memory (bytes) of the process executors' children, summed."""
     import psutil
@@ -315,3 +325,11 @@ class _Collector:
             "Resident memory of the process executors' child processes, summed.",
             value=children_rss(worker),
         )
+        restarts = CounterMetricFamily(
+            "chancy_child_restarts",
+            "Child processes replaced, by reason (recycled, limit, cancelled, died, stuck).",
+            labels=["queue", "reason"],
+        )
+        for (queue, reason), count in sorted(child_restarts(worker).items()):
+            restarts.add_metric([queue, reason], count)
+        yield restarts

@@ -160,6 +160,10 @@ async def test_metrics_count_every_outcome(chancy: Chancy, worker: Worker) -> No
     assert value(body, kills, queue="proc", limit="memory") == 1
     assert value(body, kills, queue="proc", limit="time") == 1
     assert value(body, kills, queue="fast", limit="time") == 0
+    # Both limit kills replaced their child; the failures did not.
+    restarts = "chancy_child_restarts_total"
+    assert value(body, restarts, queue="proc", reason="limit") == 2
+    assert value(body, restarts, queue="proc", reason="died") == 0
     assert value(body, "chancy_job_duration_seconds_count", queue="fast") == 4
     assert value(body, "chancy_job_duration_seconds_count", queue="proc") == 4
     # The cancelled sleeper ran a while; the time-limited job at least its second.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -229,6 +230,9 @@ class ChildPool:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._used = False
         self._watchdog = Watchdog(self.logger)
+        #: Children replaced, by reason: "recycled" (maximum_jobs_per_worker), "limit" (a
+        #: memory or time limit), "cancelled", "died" (busy or idle), "stuck" (never took a job).
+        self.restarts: collections.Counter[str] = collections.Counter()
         #: Where children get cgroups of their own (None: tree walking and sessions only).
         self.cgroups: Cgroups | None = None
 
@@ -371,6 +375,7 @@ class ChildPool:
                 else:
                     continue
                 self.logger.warning("idle worker process %d %s; replacing it", child.pid, why)
+                self.restarts["died"] += 1
                 slot.child = None
                 done = slot.respawning = anyio.Event()
                 assert self._tg is not None
@@ -549,6 +554,7 @@ class ChildPool:
                 )
                 slot.child = None
                 self._waiting[job_id] = None
+                self.restarts["stuck"] += 1
             else:
                 return Outcome(
                     job_id,
@@ -565,6 +571,8 @@ class ChildPool:
                 or outcome.child_exit is not None
                 or child.jobs_run >= self.maximum_jobs_per_worker
             )
+            if retire:
+                self.restarts[_restart_reason(running, outcome)] += 1
             return outcome
         finally:
             self._waiting.pop(job_id, None)
@@ -767,6 +775,19 @@ class ChildPool:
             # cancel() may set kill_at at any time: never sleep longer than one interval.
             wake = min(wake, now + self.monitor_interval)
             await anyio.sleep(max(0.0, wake - anyio.current_time()))
+
+
+def _restart_reason(running: _Running, outcome: Outcome) -> str:
+    error = outcome.error.type if outcome.error is not None else None
+    if error in (MemoryLimitExceeded.__name__, TimeLimitExceeded.__name__):
+        return "limit"
+    if error == JobCancelled.__name__:
+        return "cancelled"
+    if outcome.child_exit is not None:
+        return "died"
+    if running.time_limit is not None:
+        return "limit"  # a job with a time limit leaves its child a CPU rlimit: never reused
+    return "recycled"
 
 
 def _describe(message: object) -> str:

@@ -392,6 +392,7 @@ async def test_cancelled_caller_kills_the_child(tmp_path: Path) -> None:
 async def test_restart_after_maximum_jobs() -> None:
     async with pool(maximum_jobs_per_worker=2) as p:
         pids = [(await run(p, "returns")).pid for _ in range(6)]
+        assert p.restarts == {"recycled": 3}  # counted for chancy_child_restarts_total
     assert pids[0] == pids[1]
     assert pids[2] == pids[3]
     assert pids[4] == pids[5]
