@@ -602,3 +602,21 @@ def test_docs_cover_the_contract() -> None:
         assert needle in text, needle
     for path in (UNIT, CONTAINERFILE, KUBE / "deployment.yaml", KUBE / "migrate-job.yaml"):
         assert str(path.relative_to(ROOT)) in text, path
+
+
+def test_the_grafana_dashboard_charts_only_documented_metrics() -> None:
+    """deploy/grafana/chancy-dashboard.json parses, and every metric its queries name is one
+    that docs/metrics.md documents (the names are a contract)."""
+    root = Path(__file__).parent.parent
+    dashboard = json.loads((root / "deploy/grafana/chancy-dashboard.json").read_text())
+    documented = set(re.findall(r"`(chancy_[a-z_]+)`", (root / "docs/metrics.md").read_text()))
+    assert dashboard["panels"]
+    used = set()
+    for panel in dashboard["panels"]:
+        assert panel["title"]
+        assert panel["targets"]
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b(chancy_[a-z_]+)", target["expr"]))
+    bare = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
+    assert bare <= documented, bare - documented
+    assert len(bare) >= 10
