@@ -26,7 +26,7 @@ from chancy._db import Conn, CursorConn, Database, dumps
 from chancy._sql import QUEUE_SELECT, Tables, event, read_job, text_job_columns
 from chancy.admin import JobFilter, JobsResult, QueueStats
 from chancy.errors import InvalidJobError, UnknownQueueError
-from chancy.job import Job, QueuedJob, Reference, uuid7
+from chancy.job import Job, QueuedJob, Reference, uuid7_strings
 from chancy.migrations import CORE, CORE_MIGRATIONS, current_version, migrate_component
 from chancy.plugin import Plugin, check_plugins
 from chancy.queue import Queue
@@ -165,7 +165,7 @@ class _PushPlan:
 
     def __init__(self, jobs: Sequence[Job | Any], offset: int = 0) -> None:
         rows: list[dict[str, Any]] = []
-        self.ids: list[str] = []
+        self.ids: list[str] = uuid7_strings(len(jobs))
         self.unique_keys: list[str | None] = []
         self.queue_of: list[str] = []
         for index, item in enumerate(jobs, start=offset):
@@ -175,8 +175,8 @@ class _PushPlan:
                     f"job {index}: expected a Job or an @job function, got {item!r}"
                 )
             row = self._row(index, job)
+            row["id"] = self.ids[index - offset]
             rows.append(row)
-            self.ids.append(row["id"])
             self.unique_keys.append(job.unique_key)
             self.queue_of.append(job.queue)
         try:
@@ -219,7 +219,6 @@ class _PushPlan:
         if not isinstance(job.scheduled_at, datetime):
             raise bad("scheduled_at", "expected a datetime")
         return {
-            "id": str(uuid7()),
             "queue": job.queue,
             "func": job.func,
             "kwargs": job.kwargs or {},

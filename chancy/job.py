@@ -10,6 +10,7 @@ import importlib
 import inspect
 import os
 import secrets
+import struct
 import time
 import uuid
 from datetime import UTC, datetime
@@ -385,6 +386,32 @@ def import_function(path: str) -> Callable[..., Any]:
 
 _last_ms = 0
 _seq = 0
+
+
+def uuid7_strings(count: int) -> list[str]:
+    """`count` time-ordered UUIDv7 ids in canonical text form, for one batch: one clock read
+    and one draw of randomness for all of them (ids of a batch share the millisecond and
+    count up in its 12-bit sequence, rolling into the next millisecond), so they sort after
+    every id made before and in batch order."""
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms, seq = _last_ms, _seq + 1
+    else:
+        seq = secrets.randbits(8)
+    draws = struct.unpack(f">{count}Q", os.urandom(8 * count))
+    mask62 = (1 << 62) - 1
+    version_variant = 0x7 << 76 | 0b10 << 62
+    out = []
+    for draw in draws:
+        if seq > 0xFFF:
+            ms, seq = ms + 1, 0
+        value = (ms & 0xFFFFFFFFFFFF) << 80 | version_variant | seq << 64 | (draw & mask62)
+        h = f"{value:032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        seq += 1
+    _last_ms, _seq = ms, seq - 1
+    return out
 
 
 def uuid7() -> uuid.UUID:

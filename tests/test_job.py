@@ -161,3 +161,18 @@ def test_import_function() -> None:
     ]:
         with pytest.raises(JobImportError, match=message):
             import_function(bad)
+
+
+def test_batch_ids_are_time_ordered_v7_and_unique_across_calls() -> None:
+    import uuid
+
+    from chancy.job import uuid7, uuid7_strings
+
+    ids = [*uuid7_strings(9000), str(uuid7()), *uuid7_strings(3), *uuid7_strings(0)]
+    assert ids == sorted(ids)  # more than 4096 in one batch rolls into the next millisecond
+    assert len(set(ids)) == len(ids)
+    for text in (ids[0], ids[4096], ids[-1]):
+        parsed = uuid.UUID(text)
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
