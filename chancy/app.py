@@ -1499,6 +1499,19 @@ class Chancy:
             for row in rows
         ]
 
+    async def metrics(
+        self,
+        *,
+        queue: str | None = None,
+        since: datetime | timedelta | None = None,
+        resolution: int = 60,
+    ) -> list[Any]:
+        """The metric history written by the `Metrics` plugin (chancy.plugins.metrics):
+        points of `resolution` (10, 60 or 3600 s) since `since`, oldest first."""
+        from chancy.plugins.metrics import history
+
+        return await history(self, queue=queue, since=since, resolution=resolution)
+
     # -- notifications -----------------------------------------------------------------------
 
     def _payload(self, event_name: str, payload: dict[str, Any]) -> str:
