@@ -163,7 +163,12 @@ class _PushPlan:
     times faster than adapting ten parameter arrays value by value on the client.
     """
 
-    def __init__(self, jobs: Sequence[Job | Any], offset: int = 0) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[Job | Any],
+        offset: int = 0,
+        hooks: Sequence[Callable[[Job], Job]] = (),
+    ) -> None:
         rows: list[dict[str, Any]] = []
         self.ids: list[str] = uuid7_strings(len(jobs))
         self.unique_keys: list[str | None] = []
@@ -174,6 +179,8 @@ class _PushPlan:
                 raise InvalidJobError(
                     f"job {index}: expected a Job or an @job function, got {item!r}"
                 )
+            for hook in hooks:  # plugins' on_push (e.g. trace context into meta)
+                job = hook(job)
             row = self._row(index, job)
             row["id"] = self.ids[index - offset]
             rows.append(row)
@@ -532,6 +539,10 @@ class Chancy:
         #: Extra `psycopg.connect()` arguments for every connection, e.g.
         #: ``{"prepare_threshold": None}`` behind a transaction-mode pooler.
         self.connection_kwargs = dict(connection_kwargs or {})
+        # Plugins that change jobs as they are pushed (on_push overridden).
+        self._push_hooks = tuple(
+            p.on_push for p in self.plugins if type(p).on_push is not Plugin.on_push
+        )
         #: The backend-neutral database access used by Chancy's own code.
         self.db = Database(
             dsn,
@@ -824,7 +835,7 @@ class Chancy:
         """Push jobs with the caller's cursor, inside the caller's transaction."""
         refs: list[Reference] = []
         for offset in range(0, len(jobs), 1000):
-            plan = _PushPlan(jobs[offset : offset + 1000], offset)
+            plan = _PushPlan(jobs[offset : offset + 1000], offset, self._push_hooks)
             query, params = plan.params(self.tables, self.notifications, self.strict_queues)
             await cursor.execute(query, params)
             inserted = _inserted(plan, await cursor.fetchall(), offset)
@@ -838,7 +849,7 @@ class Chancy:
     async def _push_conn(
         self, conn: Conn, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
-        plan = _PushPlan(jobs, offset)
+        plan = _PushPlan(jobs, offset, self._push_hooks)
         query, params = plan.params(self.tables, self.notifications, self.strict_queues)
         inserted = _inserted(plan, await conn.fetchall(query, params), offset)
         existing: dict[str, str] = {}
@@ -887,7 +898,7 @@ class Chancy:
     def _sync_push_cursor(
         self, cursor: Cursor, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
-        plan = _PushPlan(jobs, offset)
+        plan = _PushPlan(jobs, offset, self._push_hooks)
         query, params = plan.params(self.tables, self.notifications, self.strict_queues)
         inserted = _inserted(plan, cursor.execute(query, params).fetchall(), offset)
         existing: dict[str, str] = {}

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from chancy.app import Chancy
-    from chancy.job import QueuedJob
+    from chancy.job import Job, QueuedJob
     from chancy.migrations import Migration
     from chancy.worker import Worker
 
@@ -61,6 +61,11 @@ class Plugin:
     ) -> None:
         """The plugin's actor; runs until cancelled. The default does nothing."""
         task_status.started()
+
+    def on_push(self, job: Job) -> Job:
+        """Called for each job as it is pushed, in the pushing process (before it is stored);
+        may return a changed job, e.g. with meta added. Must be quick: it is on the push path."""
+        return job
 
     async def on_job_starting(self, job: QueuedJob, worker: Worker) -> QueuedJob:
         """Called before a job runs; may return a changed job."""
