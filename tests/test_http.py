@@ -660,3 +660,79 @@ async def test_the_leader_exports_queue_depth_and_age(dsn: str, prefix: str) -> 
             text = (await aget(w.http.url + "/metrics"))[1]
             assert "chancy_queue_jobs" not in text
         await app.migrate(to_version=0)
+
+
+def test_a_real_supervisor_counts_every_outcome(cli_env: dict[str, str], dsn: str, prefix: str):
+    """`chancy-supervisor --http`, a process-executor queue: success, failure, retry, memory
+    kill, time kill and cancel, each counted once on /metrics."""
+    app = Chancy(dsn, prefix=prefix, plugins=[])
+    refs: dict[str, str] = {}
+
+    def job(func: str, **kwargs: object) -> Job:
+        return Job(func=func, queue="proc", kwargs=kwargs)
+
+    async def push() -> None:
+        async with app:
+            await app.migrate()
+            await app.declare(Queue("proc", concurrency=2, polling_interval=1))
+            jobs = {
+                "ok": job("jobs.add", a=1, b=2),
+                "failed": job("jobs.add", a="x", b=1).with_max_attempts(1),
+                "retried": job("jobs.add", a="y", b=1).with_max_attempts(2),
+                "memory": job("supervisor_jobs.allocate", total_mib=600).with_limits(
+                    [Limit(Limit.Type.MEMORY, 100 * MiB)]
+                ),
+                "time": job("supervisor_jobs.catch_everything").with_limits(
+                    [Limit(Limit.Type.TIME, 1)]
+                ),
+                "cancelled": job("supervisor_jobs.sleep", seconds=60),
+            }
+            for name, made in jobs.items():
+                refs[name] = (await app.push(made)).identifier
+
+    anyio.run(push)
+    port = free_port()
+    env = {**cli_env, "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS / 'supervisor'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chancy.supervisor.cli", "--app", "cliapp:make",
+         "--status-file", str(Path(tempfile.mkdtemp()) / "status.json"),
+         "--heartbeat-poll-interval", "1", "--http", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def drive() -> str:
+        async with app:
+            running = await app.wait_for_job(refs["cancelled"], states=["running"], timeout=60)
+            assert running is not None
+            await app.cancel_job(refs["cancelled"])
+            done = await app.wait_for_jobs(list(refs.values()), interval=0.2, timeout=90)
+            assert len(done) == 6
+            finished = "chancy_jobs_finished_total"
+
+            async def settled() -> str | None:
+                body = (await aget(f"http://127.0.0.1:{port}/metrics"))[1]
+                count = sum(
+                    value(body, finished, queue="proc", state=s)
+                    for s in ("succeeded", "failed", "retrying", "cancelled")
+                )
+                return body if count == 7 else None  # six jobs, one of them twice
+
+            body = await eventually(settled, 30, "seven finished attempts counted")
+            await app.migrate(to_version=0)
+            return body
+
+    try:
+        body = anyio.run(drive)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finished = "chancy_jobs_finished_total"
+    assert value(body, "chancy_jobs_started_total", queue="proc") == 7
+    assert value(body, finished, queue="proc", state="succeeded") == 1
+    assert value(body, finished, queue="proc", state="retrying") == 1
+    assert value(body, finished, queue="proc", state="cancelled") == 1
+    assert value(body, finished, queue="proc", state="failed") == 4  # failed, retried, 2 kills
+    assert value(body, "chancy_limit_kills_total", queue="proc", limit="memory") == 1
+    assert value(body, "chancy_limit_kills_total", queue="proc", limit="time") == 1
+    assert value(body, "chancy_job_duration_seconds_count", queue="proc") == 7
+    assert value(body, "chancy_child_restarts_total", queue="proc", reason="limit") == 2
