@@ -88,6 +88,7 @@ LISTENER_CONNECTED = "listener.connected"  # body: reconnect (bool)
 JOB_STARTED = "job.started"  # body: job (local telemetry)
 JOB_FINISHED = "job.finished"  # body: job (its new state; local telemetry)
 BATCH_WRITTEN = "batch.written"  # body: count, updated
+DB_ERROR = "db.error"  # body: operation (claim, heartbeat, cancel_check, write, listen), error
 # Upstream Chancy's names, for `Hub.wait_for` and plugins; body: worker (and queue, executor).
 WORKER_STARTED = "worker.started"  # body: worker
 WORKER_STOPPED = "worker.stopped"  # body: worker (running jobs all finished)

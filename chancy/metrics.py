@@ -16,7 +16,7 @@ from collections import Counter as _Tally
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chancy.events import JOB_FINISHED, JOB_STARTED, HubEvent
+from chancy.events import DB_ERROR, JOB_FINISHED, JOB_STARTED, HubEvent
 from chancy.job import QueuedJob
 
 #: Seconds a scrape reuses the leader's last `queue_stats()`.
@@ -102,6 +102,7 @@ class WorkerMetrics:
         self.started: dict[str, int] = {}
         self.finished: dict[tuple[str, str], int] = {}
         self.limit_kills: dict[tuple[str, str], int] = {}
+        self.db_errors: dict[str, int] = {}
         self.duration: dict[str, _Histogram] = {}
         self.wait: dict[str, _Histogram] = {}
         #: The leader's last `queue_stats()` (None on other workers), at most
@@ -117,6 +118,7 @@ class WorkerMetrics:
             self._offs = [
                 self.worker.hub.on(JOB_STARTED, self._on_started),
                 self.worker.hub.on(JOB_FINISHED, self._on_finished),
+                self.worker.hub.on(DB_ERROR, self._on_db_error),
             ]
 
     def uninstall(self) -> None:
@@ -133,6 +135,10 @@ class WorkerMetrics:
             self.uninstall()
 
     # The two handlers run for every job: kept to dict updates, with `observe` inlined.
+
+    def _on_db_error(self, event: HubEvent) -> None:
+        operation = str(event.body.get("operation", "other"))
+        self.db_errors[operation] = self.db_errors.get(operation, 0) + 1
 
     def _on_started(self, event: HubEvent) -> None:
         job: QueuedJob = event.body["job"]
@@ -325,6 +331,14 @@ class _Collector:
             "Resident memory of the process executors' child processes, summed.",
             value=children_rss(worker),
         )
+        db_errors = CounterMetricFamily(
+            "chancy_db_errors",
+            "Database operations of this worker that failed (and were retried), by operation.",
+            labels=["operation"],
+        )
+        for operation, count in sorted(metrics.db_errors.items()):
+            db_errors.add_metric([operation], count)
+        yield db_errors
         restarts = CounterMetricFamily(
             "chancy_child_restarts",
             "Child processes replaced, by reason (recycled, limit, cancelled, died, stuck).",

@@ -252,6 +252,8 @@ async def test_readyz_follows_a_database_outage_and_healthz_does_not(own_server:
             assert checks["heartbeat"]["ok"] is False
             assert checks["listener"]["ok"] is False
             assert (await aget(url + "/healthz"))[0] == 200
+            metrics = (await aget(url + "/metrics"))[1]
+            assert value(metrics, "chancy_db_errors_total", operation="listen") >= 1
             again = await anyio.to_thread.run_sync(embedded_dsn, own_server)
             assert again == dsn
 

@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 
 from chancy._sql import update_jobs_query
-from chancy.events import BATCH_WRITTEN, Wakeup
+from chancy.events import BATCH_WRITTEN, DB_ERROR, Wakeup
 
 if TYPE_CHECKING:
     from chancy.job import QueuedJob
@@ -206,6 +206,7 @@ class Batcher:
                 self.outbox.put_back(batch)
                 raise
             except Exception as exc:
+                self.worker.hub.emit(DB_ERROR, operation="write", error=exc)
                 failures += 1
                 if anyio.current_time() + delay > deadline:
                     self.outbox.put_back(batch)

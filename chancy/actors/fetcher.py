@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.events import QUEUE_FULL, QUEUE_WAKE, HubEvent
+from chancy.events import DB_ERROR, QUEUE_FULL, QUEUE_WAKE, HubEvent
 
 if TYPE_CHECKING:
     from chancy.executors.base import Executor
@@ -77,6 +77,7 @@ class Fetcher:
                     try:
                         got = await self._claim(slots)
                     except Exception as exc:
+                        worker.hub.emit(DB_ERROR, operation="claim", error=exc)
                         worker.log.warning(
                             "queue %r: claiming jobs failed (%s); retrying in %.1f s",
                             queue.name,

@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 
 from chancy._sql import cancel_requested_query, expire_workers_query
-from chancy.events import JOB_CANCELLED, Wakeup
+from chancy.events import DB_ERROR, JOB_CANCELLED, Wakeup
 
 if TYPE_CHECKING:
     from chancy.worker import Worker
@@ -56,6 +56,7 @@ class Heartbeat:
                 await worker.announce_worker(conn)
                 expired = await conn.fetchall(expire_workers_query(worker.chancy.tables))
         except Exception as exc:
+            worker.hub.emit(DB_ERROR, operation="heartbeat", error=exc)
             worker.log.warning("worker %s: heartbeat failed (%s); retrying", worker.worker_id, exc)
             return False
         self.beats += 1
@@ -75,6 +76,7 @@ class Heartbeat:
                     cancel_requested_query(worker.chancy.tables), {"taken_by": worker.taken_by}
                 )
         except Exception as exc:
+            worker.hub.emit(DB_ERROR, operation="cancel_check", error=exc)
             worker.log.warning("checking for cancelled jobs failed (%s)", exc)
             return
         for (job_id,) in rows:

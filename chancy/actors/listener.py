@@ -18,6 +18,7 @@ import sniffio
 from psycopg import sql
 
 from chancy.events import (
+    DB_ERROR,
     JOB_CANCELLED,
     JOBS_DONE,
     LISTENER_CONNECTED,
@@ -80,6 +81,7 @@ class Listener:
                             quiet_since = anyio.current_time()
             except Exception as exc:
                 self.connected = False
+                worker.hub.emit(DB_ERROR, operation="listen", error=exc)
                 worker.log.warning(
                     "notification listener lost its connection (%s); reconnecting in %.1f s",
                     str(exc).strip() or type(exc).__name__,
