@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 import wjobs
-from support import fetch
+from support import eventually, fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy._sql import MAX_NOTICE_BYTES, event
@@ -29,12 +29,16 @@ async def test_a_push_spanning_many_long_named_queues_commits_and_wakes(
     served = LONG[42]
     # Polling once a minute: only the (fallback) notice can make the job start soon.
     await chancy.declare(Queue(served, executor=Chancy.Executor.Async, polling_interval=60))
-    await start_worker()
+    worker = await start_worker()
+    # The queue's fetcher is up and has made its first (empty) claim: from here on only a
+    # notice can start the job before the next poll, a minute away.
+    await eventually(lambda: served in worker.executors, timeout=30)
+    await anyio.sleep(0.5)
     jobs = [Job(func="wjobs.async_record", queue=name, kwargs={"label": name}) for name in LONG]
     refs = [ref async for batch in chancy.push_many(jobs) for ref in batch]
     assert len(refs) == 100
-    with anyio.fail_after(20):
-        job = await chancy.wait_for_job(refs[42], timeout=20)
+    with anyio.fail_after(40):
+        job = await chancy.wait_for_job(refs[42], timeout=40)
     assert job is not None
     assert job.state == QueuedJob.State.SUCCEEDED
     assert wjobs.RUNS[served] == [None]
