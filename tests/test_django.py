@@ -267,3 +267,23 @@ def test_process_children_use_the_orm_after_the_initializer(
     got = tasks.count_users.get_result(result.id)
     assert got.status == TaskResultStatus.SUCCESSFUL, got.errors
     assert got.return_value == User.objects.count()
+
+
+def test_actions_need_the_change_permission(app: Chancy, django_prefix: str) -> None:
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    from chancy.contrib.django.models import Job as JobRow
+
+    viewer, _ = User.objects.get_or_create(username="viewer", defaults={"is_staff": True})
+    viewer.set_password("pw")
+    viewer.save()
+    viewer.user_permissions.set([Permission.objects.get(codename="view_job")])
+    client = Client()
+    client.login(username="viewer", password="pw")
+    ref = app.sync_push(Job(func="myapp.jobs.kept"))
+    html = client.get("/admin/chancy/job/").content.decode()
+    assert "myapp.jobs.kept" in html
+    assert 'value="purge_jobs"' not in html
+    _act(client, "purge_jobs", [ref.identifier])
+    assert JobRow.objects.filter(id=ref.identifier).exists()
