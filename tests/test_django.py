@@ -137,6 +137,10 @@ def test_app_from_databases_and_a_clear_error_for_another_engine(
         database_dsn(databases=sqlite)
     with pytest.raises(ImproperlyConfigured, match="no 'other' entry"):
         database_dsn("other")
+    from chancy._appref import load_app
+
+    # what chancy-supervisor --app chancy.contrib.django.conf:build_app loads (docs/django.md)
+    assert load_app("chancy.contrib.django.conf:build_app").prefix == django_prefix
     with override_settings(CHANCY={"dsn": "postgresql://elsewhere/db", "prefix": "p_"}):
         made = build_app()
         assert made.prefix == "p_"
