@@ -82,13 +82,14 @@ def _subclass_hook(obj: Any) -> Any:
     raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
 
-def _without_nul(value: Any) -> Any:
+def without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb refuses NUL characters: they become U+FFFD (at any depth)."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
+        return [without_nul(v) for v in value]
     return value
 
 
@@ -115,7 +116,7 @@ def encode_result(value: Any, max_size: int | None = None) -> bytes:
             f"result of type {type(value).__name__} is not JSON-serialisable: {exc}"
         ) from None
     if b"\\u0000" in data:
-        data = msgspec.json.encode(_without_nul(value), enc_hook=_subclass_hook)
+        data = msgspec.json.encode(without_nul(value), enc_hook=_subclass_hook)
     check_size(len(data), max_size)
     return data
 

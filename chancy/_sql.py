@@ -96,46 +96,6 @@ class Tables:
         return sql.SQL(template).format(**{**names, **extra})
 
 
-def job_from_row(row: tuple[Any, ...]) -> QueuedJob:
-    """A `QueuedJob` from a row selected with `JOB_COLUMNS`."""
-    (
-        id_,
-        queue,
-        func,
-        kwargs,
-        priority,
-        max_attempts,
-        scheduled_at,
-        limits,
-        unique_key,
-        meta,
-        started_at,
-        completed_at,
-        attempts,
-        state,
-        errors,
-        result,
-    ) = row
-    return QueuedJob(
-        id=str(id_),
-        queue=queue,
-        func=func,
-        kwargs=kwargs if kwargs is not None else {},
-        priority=priority,
-        max_attempts=max_attempts,
-        scheduled_at=scheduled_at,
-        limits=[Limit.deserialize(item) for item in limits or []],
-        unique_key=unique_key,
-        meta=meta or {},
-        started_at=started_at,
-        completed_at=completed_at,
-        attempts=attempts,
-        state=QueuedJob.State(state),
-        errors=list(errors or []),
-        result=result,
-    )
-
-
 #: The columns `claim_query` and `list_jobs_query` return as text: the id and the jsonb ones,
 #: so that reading a row can skip parsing the (usually empty) JSON documents.
 TEXT_COLUMNS = frozenset({"id", "kwargs", "limits", "meta", "errors", "result"})

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from chancy._result import without_nul
 from chancy._sql import update_jobs_query
 from chancy.events import BATCH_WRITTEN, DB_ERROR, Wakeup
 
@@ -78,22 +79,11 @@ class Outbox:
             self.arrived.set()
 
 
-def _without_nul(value: Any) -> Any:
-    """PostgreSQL's jsonb refuses NUL characters: they become U+FFFD."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
-    return value
-
-
 def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
         if "\\u0000" in text:
-            text = json.dumps(_without_nul(value), allow_nan=False, separators=(",", ":"))
+            text = json.dumps(without_nul(value), allow_nan=False, separators=(",", ":"))
         return text
     except (TypeError, ValueError) as exc:
         log.error(
