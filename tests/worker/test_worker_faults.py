@@ -47,15 +47,15 @@ async def test_listener_reconnects_and_polls(chancy, dsn, start_worker) -> None:
     worker = await start_worker()
     await eventually(lambda: worker.listener.connections == 1)
     ref = await chancy.push(Job(func="wjobs.async_noop", queue="q"))
-    assert (await chancy.wait_for_job(ref, timeout=5)).state == QueuedJob.State.SUCCEEDED
+    assert (await chancy.wait_for_job(ref, timeout=20)).state == QueuedJob.State.SUCCEEDED
     assert await terminate(dsn, f'LISTEN "{chancy.tables.channel}"%') == 1
     ref = await push_retrying(chancy, Job(func="wjobs.async_noop", queue="q"))
-    await eventually(lambda: worker.listener.connections == 2, timeout=10)
-    job = await chancy.wait_for_job(ref, timeout=10)
+    await eventually(lambda: worker.listener.connections == 2, timeout=20)
+    job = await chancy.wait_for_job(ref, timeout=20)
     assert job.state == QueuedJob.State.SUCCEEDED
     # Notifications work again: with a 60 s poll, the job starts because of the push notice.
     ref = await chancy.push(Job(func="wjobs.async_noop", queue="q"))
-    assert (await chancy.wait_for_job(ref, timeout=5)).state == QueuedJob.State.SUCCEEDED
+    assert (await chancy.wait_for_job(ref, timeout=20)).state == QueuedJob.State.SUCCEEDED
 
 
 async def test_terminated_pool_connections_are_survived(chancy, dsn, start_worker) -> None:
