@@ -230,7 +230,7 @@ class Batcher:
                 len(batch) - updated,
                 len(batch),
             )
-        self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated)
+        self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated, jobs=batch)
         return True
 
     async def _sleep(self, delay: float, batch: list[QueuedJob]) -> None:
