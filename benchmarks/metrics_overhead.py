@@ -3,6 +3,13 @@ with the worker's HTTP port and Prometheus metrics on (`Worker(http="127.0.0.1:0
 alternating, several runs each; prints the medians and the difference.
 
     python benchmarks/metrics_overhead.py [--runs N] [--jobs N] [--backend asyncio|trio]
+    python benchmarks/metrics_overhead.py --instructions [--jobs N]
+
+Wall and CPU time on a shared 2-core machine vary by more than the few per cent measured here,
+so `--instructions` counts instructions instead (valgrind's callgrind, repeatable whatever else
+the machine does): one drain of N and one of 2N jobs in each mode, each in a fresh interpreter;
+the difference between the two sizes is the per-job cost (start-up and pushing cancel out), and
+on minus off is what metrics add per job. Needs `valgrind` (Debian package).
 
 The server is `CHANCY_BENCH_DSN`, else an embedded one. Not a test: nothing is asserted.
 """
@@ -11,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,14 +67,83 @@ async def drain(dsn: str, concurrency: int, n: int, **worker_options: object) ->
         drop_tables(dsn, app.prefix)
 
 
+def _drain_once(dsn: str, mode: str, n: int) -> None:
+    """One drain in this interpreter (run under callgrind by `instructions`)."""
+    import prometheus_client  # noqa: F401  (imported in every mode: only the drain differs)
+
+    import chancy.health  # noqa: F401
+
+    if mode == "push":  # what `drain` does before the worker starts, to take off the total
+        anyio.run(lambda: push_only(dsn, n))
+        return
+    options = {"http": "127.0.0.1:0"} if mode == "on" else {}
+    anyio.run(lambda: drain(dsn, 100, n, **options))
+
+
+async def push_only(dsn: str, n: int) -> None:
+    app = make_app(dsn, max_connection_pool_size=10)
+    try:
+        async with app:
+            await app.migrate()
+            await app.declare(Queue("bench", concurrency=100, executor=Chancy.Executor.Async))
+            async for _ in app.push_many([Job(func=f"{JOBS}.anoop", queue="bench")] * n):
+                pass
+    finally:
+        drop_tables(dsn, app.prefix)
+
+
+def _instructions(dsn: str, mode: str, n: int) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--once", mode, "--jobs", str(n), "--dsn", dsn],
+        capture_output=True, text=True, check=True,
+    ).stderr  # fmt: skip
+    match = re.search(r"Collected\s*:\s*(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
+    return int(match.group(1))
+
+
+def instructions(dsn: str, n: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    modes = ("push", "off", "on")
+    count = {(m, k): _instructions(dsn, m, k) for m in modes for k in (n, 2 * n)}
+    per_job = {m: (count[m, 2 * n] - count[m, n]) / n for m in modes}
+    per_job["off"] -= per_job["push"]  # the drains' own cost, pushing taken off
+    per_job["on"] -= per_job["push"]
+    print(f"pushing: {per_job['push']:,.0f} instructions a job (taken off the drains below)")
+    for mode in ("off", "on"):
+        print(
+            f"metrics {mode:3}: {count[mode, n]:,} / {count[mode, 2 * n]:,} instructions for "
+            f"{n:,} / {2 * n:,} jobs: the drain {per_job[mode]:,.0f} a job"
+        )
+    extra = per_job["on"] - per_job["off"]
+    fixed = count["on", n] - count["off", n] - extra * n
+    print(
+        f"metrics add {extra:,.0f} instructions a job ({100 * extra / per_job['off']:+.1f} %) "
+        f"and {fixed / 1e6:,.1f} M once (starting the HTTP server, the registry)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--once", choices=["push", "off", "on"], help=argparse.SUPPRESS)
+    parser.add_argument("--dsn", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("chancy").setLevel(logging.WARNING)
+    if args.once:
+        _drain_once(args.dsn, args.once, args.jobs)
+        return
+    if args.instructions:
+        with server_dsn() as (server, _origin), bench_database(server) as dsn:
+            instructions(dsn, min(args.jobs, 5000))
+        return
     results: dict[str, list[dict]] = {"off": [], "on": []}
     with server_dsn() as (server, _origin), bench_database(server) as dsn:
         for run in range(args.runs):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter as _Tally
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chancy.events import BATCH_WRITTEN, DB_ERROR, JOBS_CLAIMED, HubEvent
@@ -35,6 +35,8 @@ INSTALL_HINT = 'pip install "chancy-queue[metrics]"  (or: pip install "prometheu
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 _LIMITS = {"MemoryLimitExceeded": "memory", "TimeLimitExceeded": "time"}
+_ZERO = timedelta(0)
+_SPAN_BUCKETS = tuple(timedelta(seconds=b) for b in BUCKETS)
 _SUCCEEDED, _FAILED, _RETRYING = (
     QueuedJob.State.SUCCEEDED,
     QueuedJob.State.FAILED,
@@ -76,7 +78,25 @@ class _Histogram:
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(BUCKETS, value)] += 1  # le semantics: value <= bound
-        self.total += value
+        self.total += max(value, 0.0)
+
+    def add(self, spans: list[timedelta]) -> None:
+        """Observe many spans at once: one C sort, then a bisection per bucket bound rather
+        than one per span. A negative span (clock skew) counts as zero."""
+        if not spans:
+            return
+        spans = sorted(spans)
+        if spans[0] < _ZERO:
+            spans = [span if span > _ZERO else _ZERO for span in spans]
+        counts, size, low = self.counts, len(spans), 0
+        for index, bound in enumerate(_SPAN_BUCKETS):
+            high = bisect_right(spans, bound, low)  # spans <= bound: le semantics
+            counts[index] += high - low
+            low = high
+            if low == size:
+                break
+        counts[-1] += size - low
+        self.total += sum(spans, _ZERO).total_seconds()
 
 
 class WorkerMetrics:
@@ -139,59 +159,71 @@ class WorkerMetrics:
         jobs: list[QueuedJob] = event.body["jobs"]
         if not jobs:
             return
-        queue = jobs[0].queue
+        queue = jobs[0].queue  # a claim is one queue's
         self.started[queue] = self.started.get(queue, 0) + len(jobs)
-        hist = self.wait.get(queue)
-        if hist is None:
-            hist = self.wait[queue] = _Histogram()
-        counts, total = hist.counts, 0.0
-        for job in jobs:
-            at, scheduled = job.started_at, job.scheduled_at
-            if at is not None and scheduled is not None:
-                seconds = (at - scheduled).total_seconds()
-                if seconds < 0.0:
-                    seconds = 0.0
-                counts[bisect_left(BUCKETS, seconds)] += 1
-                total += seconds
-        hist.total += total
+        try:
+            waits = [job.started_at - job.scheduled_at for job in jobs]  # type: ignore[operator]
+        except TypeError:  # a malformed row without its times
+            waits = [j.started_at - j.scheduled_at for j in jobs if j.started_at and j.scheduled_at]
+        self._series(self.wait, queue).add(waits)
 
     def _on_written(self, event: HubEvent) -> None:
         jobs: list[QueuedJob] = event.body.get("jobs") or []
-        finished, duration = self.finished, self.duration
-        now: datetime | None = None
+        succeeded = [job for job in jobs if job.state is _SUCCEEDED]
+        finished = self.finished
+        if succeeded:
+            queue = succeeded[0].queue
+            if all(job.queue == queue for job in succeeded):
+                by_queue = {queue: succeeded}
+            else:
+                by_queue = {}
+                for job in succeeded:
+                    by_queue.setdefault(job.queue, []).append(job)
+            for queue, done in by_queue.items():
+                key = (queue, "succeeded")
+                finished[key] = finished.get(key, 0) + len(done)
+                try:
+                    runs = [job.completed_at - job.started_at for job in done]  # type: ignore[operator]
+                except TypeError:
+                    runs = [
+                        j.completed_at - j.started_at
+                        for j in done
+                        if j.completed_at and j.started_at
+                    ]
+                self._series(self.duration, queue).add(runs)
+        if len(succeeded) < len(jobs):
+            self._count_unsuccessful([job for job in jobs if job.state is not _SUCCEEDED])
+
+    def _count_unsuccessful(self, jobs: list[QueuedJob]) -> None:
+        now = datetime.now(UTC)
         for job in jobs:
             state = job.state
-            if state is _SUCCEEDED:
-                label = "succeeded"
-            elif state is _FAILED:
+            if state is _FAILED:
                 label = "failed"
             elif state is _RETRYING:
                 label = "retrying"
             else:  # put back (PENDING) at shutdown: not a finished attempt
                 continue
             queue = job.queue
-            if label != "succeeded":
-                kind = error_type(job)
-                if kind == "JobCancelled" and label == "failed":
-                    label = "cancelled"
-                limit = _LIMITS.get(kind or "")
-                if limit is not None:
-                    key = (queue, limit)
-                    self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
+            kind = error_type(job)
+            if kind == "JobCancelled" and label == "failed":
+                label = "cancelled"
+            limit = _LIMITS.get(kind or "")
+            if limit is not None:
+                key = (queue, limit)
+                self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
             key = (queue, label)
-            finished[key] = finished.get(key, 0) + 1
-            at, end = job.started_at, job.completed_at
-            if end is None and label == "retrying":
-                end = now = now or datetime.now(UTC)
-            if at is not None and end is not None:
-                hist = duration.get(queue)
-                if hist is None:
-                    hist = duration[queue] = _Histogram()
-                seconds = (end - at).total_seconds()
-                if seconds < 0.0:
-                    seconds = 0.0
-                hist.counts[bisect_left(BUCKETS, seconds)] += 1
-                hist.total += seconds
+            self.finished[key] = self.finished.get(key, 0) + 1
+            at, end = job.started_at, job.completed_at or now
+            if at is not None:
+                self._series(self.duration, queue).observe((end - at).total_seconds())
+
+    @staticmethod
+    def _series(series: dict[str, _Histogram], queue: str) -> _Histogram:
+        hist = series.get(queue)
+        if hist is None:
+            hist = series[queue] = _Histogram()
+        return hist
 
     async def refresh_queues(self) -> None:
         """Read the queue gauges (one `queue_stats` query) if this worker leads and the last
