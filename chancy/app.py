@@ -12,9 +12,10 @@ import functools
 import json
 import logging
 import math
+import operator
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         Callable,
         Collection,
         Coroutine,
+        Iterable,
         Iterator,
         Sequence,
     )
@@ -45,6 +47,35 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 _INT32 = 2**31 - 1
+_NONE = type(None)
+_PRIORITY, _MAX_ATTEMPTS, _UNIQUE_KEY, _QUEUE = map(
+    operator.attrgetter, ("priority", "max_attempts", "unique_key", "queue")
+)
+_KWARGS, _META, _SCHEDULED_AT = map(operator.attrgetter, ("kwargs", "meta", "scheduled_at"))
+
+
+def _only(values: Iterable[Any], *types: type) -> bool:
+    """Whether every value's type is exactly one of `types` (a C loop: `set(map(type, ...))`)."""
+    return set(map(type, values)) <= set(types)
+
+
+def _plain_jobs(jobs: Sequence[Job]) -> bool:
+    """The checks of `_PushPlan._row`, a field at a time over the batch; False sends the batch
+    through the one-by-one path, which names the first bad job (or accepts subclasses)."""
+    if not jobs:
+        return True
+    for get, low in ((_PRIORITY, -_INT32), (_MAX_ATTEMPTS, 1)):
+        values = list(map(get, jobs))
+        if not _only(values, int) or min(values) < low or max(values) > _INT32:
+            return False
+    return (
+        _only(map(_UNIQUE_KEY, jobs), str, _NONE)
+        and _only(map(_KWARGS, jobs), dict, _NONE)
+        and _only(map(_META, jobs), dict)
+        and _only(map(_SCHEDULED_AT, jobs), datetime)
+    )
+
+
 T = TypeVar("T")
 _WORKER_COLUMNS = (
     "worker_id",
@@ -156,11 +187,20 @@ _QUEUE_COLUMNS = (
 )
 
 
+#: Where each field sits in a pushed row (the order of `_compose_insert_query`'s columns).
+_FUNC_COLUMN, _KWARGS_COLUMN, _META_COLUMN = 2, 3, 9
+#: `scheduled_at` travels as integer microseconds since the epoch: exact at any date, and a
+#: quarter of the cost of `isoformat()` (the server splits it into whole seconds and the rest).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 class _PushPlan:
     """One batch of jobs, checked and encoded as a single JSON document for one INSERT.
 
-    Sending the batch as one JSON text (decoded by `jsonb_to_recordset` in the server) is several
-    times faster than adapting ten parameter arrays value by value on the client.
+    Sending the batch as one JSON text (decoded in the server) is several times faster than
+    adapting ten parameter arrays value by value on the client; each job is a JSON array, not
+    an object, which spares encoding (and parsing) ten keys a job: a third of the encoding.
     """
 
     def __init__(
@@ -169,23 +209,27 @@ class _PushPlan:
         offset: int = 0,
         hooks: Sequence[Callable[[Job], Job]] = (),
     ) -> None:
-        rows: list[dict[str, Any]] = []
         self.ids: list[str] = uuid7_strings(len(jobs))
-        self.unique_keys: list[str | None] = []
-        self.queue_of: list[str] = []
-        for index, item in enumerate(jobs, start=offset):
-            job = item if isinstance(item, Job) else getattr(item, "job", None)
-            if not isinstance(job, Job):
-                raise InvalidJobError(
-                    f"job {index}: expected a Job or an @job function, got {item!r}"
-                )
-            for hook in hooks:  # plugins' on_push (e.g. trace context into meta)
-                job = hook(job)
-            row = self._row(index, job)
-            row["id"] = self.ids[index - offset]
-            rows.append(row)
-            self.unique_keys.append(job.unique_key)
-            self.queue_of.append(job.queue)
+        if hooks or not _only(jobs, Job) or not _plain_jobs(jobs):
+            jobs, rows = self._checked_rows(jobs, offset, hooks)
+        else:  # the common batch: plain Jobs, checked a column at a time by C loops
+            rows = [
+                [
+                    id_,
+                    job.queue,
+                    job.func,
+                    job.kwargs or {},
+                    job.priority,
+                    job.max_attempts,
+                    (job.scheduled_at - _EPOCH) // _MICROSECOND,
+                    [limit.serialize() for limit in job.limits] if job.limits else [],
+                    job.unique_key,
+                    job.meta,
+                ]
+                for id_, job in zip(self.ids, jobs, strict=True)
+            ]
+        self.unique_keys: list[str | None] = list(map(_UNIQUE_KEY, jobs))
+        self.queue_of: list[str] = list(map(_QUEUE, jobs))
         try:
             self.document = dumps(rows)
         except (TypeError, ValueError):
@@ -194,18 +238,36 @@ class _PushPlan:
                 self._check_json(index, row)
         self.queues = sorted(set(self.queue_of))
 
+    def _checked_rows(
+        self, items: Sequence[Job | Any], offset: int, hooks: Sequence[Callable[[Job], Job]]
+    ) -> tuple[list[Job], list[list[Any]]]:
+        """Resolve, hook and check the jobs one by one (the error names the first bad one)."""
+        jobs: list[Job] = []
+        rows: list[list[Any]] = []
+        for index, item in enumerate(items, start=offset):
+            job = item if isinstance(item, Job) else getattr(item, "job", None)
+            if not isinstance(job, Job):
+                raise InvalidJobError(
+                    f"job {index}: expected a Job or an @job function, got {item!r}"
+                )
+            for hook in hooks:  # plugins' on_push (e.g. trace context into meta)
+                job = hook(job)
+            rows.append(self._row(index, job, self.ids[index - offset]))
+            jobs.append(job)
+        return jobs, rows
+
     @staticmethod
-    def _check_json(index: int, row: dict[str, Any]) -> None:
-        for field in ("kwargs", "meta"):
+    def _check_json(index: int, row: list[Any]) -> None:
+        for field, column in (("kwargs", _KWARGS_COLUMN), ("meta", _META_COLUMN)):
             try:
-                dumps(row[field])
+                dumps(row[column])
             except (TypeError, ValueError) as exc:
                 raise InvalidJobError(
-                    f"job {index} ({row['func']}): {field}: not JSON-serialisable: {exc}"
+                    f"job {index} ({row[_FUNC_COLUMN]}): {field}: not JSON-serialisable: {exc}"
                 ) from None
 
     @staticmethod
-    def _row(index: int, job: Job) -> dict[str, Any]:
+    def _row(index: int, job: Job, id_: str) -> list[Any]:
         def bad(field: str, why: str) -> InvalidJobError:
             return InvalidJobError(f"job {index} ({job.func}): {field}: {why}")
 
@@ -225,17 +287,18 @@ class _PushPlan:
             raise bad("meta", "expected a dict")
         if not isinstance(job.scheduled_at, datetime):
             raise bad("scheduled_at", "expected a datetime")
-        return {
-            "queue": job.queue,
-            "func": job.func,
-            "kwargs": job.kwargs or {},
-            "priority": job.priority,
-            "max_attempts": job.max_attempts,
-            "scheduled_at": job.scheduled_at.isoformat(),
-            "limits": [limit.serialize() for limit in job.limits],
-            "unique_key": job.unique_key,
-            "meta": job.meta,
-        }
+        return [
+            id_,
+            job.queue,
+            job.func,
+            job.kwargs or {},
+            job.priority,
+            job.max_attempts,
+            (job.scheduled_at - _EPOCH) // _MICROSECOND,
+            [limit.serialize() for limit in job.limits],
+            job.unique_key,
+            job.meta,
+        ]
 
     def params(self, tables: Tables, notify: bool, strict: bool) -> tuple[str, list[Any]]:
         params: list[Any] = [self.document]
@@ -300,10 +363,13 @@ def _compose_insert_query(tables: Tables, notify: bool, strict: bool) -> sql.Com
     return tables.q(
         """
         WITH input AS (
-            SELECT * FROM jsonb_to_recordset(%s::jsonb) AS u(
-                id uuid, queue text, func text, kwargs jsonb, priority integer,
-                max_attempts integer, scheduled_at timestamptz, limits jsonb, unique_key text,
-                meta jsonb)
+            SELECT (r->>0)::uuid AS id, r->>1 AS queue, r->>2 AS func, r->3 AS kwargs,
+                   (r->>4)::integer AS priority, (r->>5)::integer AS max_attempts,
+                   to_timestamp(((r->>6)::bigint / 1000000)::float8)
+                       + ((r->>6)::bigint %% 1000000) * interval '1 microsecond' AS scheduled_at,
+                   r->7 AS limits, r->>8 AS unique_key,
+                   r->9 AS meta
+            FROM jsonb_array_elements(%s::jsonb) AS r
         ), missing AS ("""
         + missing
         + """

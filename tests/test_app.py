@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import jobs
@@ -102,6 +102,34 @@ async def test_push_stores_every_field(chancy: Chancy) -> None:
     ref2 = await chancy.push(jobs.decorated.job.with_queue("other"))
     assert (await chancy.get_job(ref2)).priority == 5
     assert await chancy.get_job(Reference("00000000-0000-7000-8000-000000000000")) is None
+
+
+async def test_scheduled_at_round_trips_to_the_microsecond_at_any_date(chancy: Chancy) -> None:
+    # scheduled_at travels as integer microseconds since the epoch: exact before 1970, past
+    # 2106 (where a float of seconds loses microseconds), in any time zone.
+    await chancy.declare(Queue("default"))
+    plus9 = timezone(timedelta(hours=9, minutes=30))
+    moments = [
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1900, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 12, 3, 12, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2200, 6, 1, 8, 30, 15, 123_457, tzinfo=plus9),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+    refs = [
+        ref
+        async for batch in chancy.push_many(
+            [Job.from_func(jobs.add, scheduled_at=moment) for moment in moments]
+        )
+        for ref in batch
+    ]
+    stored = await chancy.get_jobs(refs)
+    assert [job.scheduled_at for job in stored] == moments
+    # The sync twin goes through the same plan.
+    ref = await anyio.to_thread.run_sync(
+        chancy.sync_push, Job.from_func(jobs.add, scheduled_at=moments[3])
+    )
+    assert (await chancy.get_job(ref)).scheduled_at == moments[3]
 
 
 async def test_push_decorated_function_directly(chancy: Chancy) -> None:
