@@ -7,9 +7,10 @@ alternating, several runs each; prints the medians and the difference.
 
 Wall and CPU time on a shared 2-core machine vary by more than the few per cent measured here,
 so `--instructions` counts instructions instead (valgrind's callgrind, repeatable whatever else
-the machine does): one drain of N and one of 2N jobs in each mode, each in a fresh interpreter;
-the difference between the two sizes is the per-job cost (start-up and pushing cancel out), and
-on minus off is what metrics add per job. Needs `valgrind` (Debian package).
+the machine does, up to how the jobs fall into batches):
+drains of 0 and of N jobs in each mode, in fresh interpreters, interleaved, medians of 3: the
+difference between the two sizes is the per-job cost (start-up cancels out; pushing is measured
+alone and taken off), and on minus off is what metrics add per job. Needs `valgrind` (Debian package).
 
 The server is `CHANCY_BENCH_DSN`, else an embedded one. Not a test: nothing is asserted.
 """
@@ -60,7 +61,7 @@ async def drain(dsn: str, concurrency: int, n: int, **worker_options: object) ->
                 t1 = await wait_all_finished(dsn, app.prefix, timeout=max(120, n / 50))
                 c1 = time.process_time()
         counts = state_counts(dsn, app.prefix)
-        if counts.get("succeeded") != n:
+        if counts.get("succeeded", 0) != n:
             raise RuntimeError(f"not every job SUCCEEDED: {counts}")
         return {"jobs_per_s": n / (t1 - t0), "cpu_us_per_job": 1e6 * (c1 - c0) / n}
     finally:
@@ -104,25 +105,27 @@ def _instructions(dsn: str, mode: str, n: int) -> int:
     return int(match.group(1))
 
 
-def instructions(dsn: str, n: int) -> None:
+def instructions(dsn: str, n: int, reps: int) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    modes = ("push", "off", "on")
-    count = {(m, k): _instructions(dsn, m, k) for m in modes for k in (n, 2 * n)}
-    per_job = {m: (count[m, 2 * n] - count[m, n]) / n for m in modes}
-    per_job["off"] -= per_job["push"]  # the drains' own cost, pushing taken off
-    per_job["on"] -= per_job["push"]
-    print(f"pushing: {per_job['push']:,.0f} instructions a job (taken off the drains below)")
+    runs: dict[tuple[str, int], list[int]] = {}
+    for _ in range(reps):  # interleaved, so drift hits every mode alike
+        for mode in ("push", "off", "on"):
+            for size in (0, n):
+                runs.setdefault((mode, size), []).append(_instructions(dsn, mode, size))
+    med = {key: statistics.median(values) for key, values in runs.items()}
+    push = (med["push", n] - med["push", 0]) / n
+    drain_ = {m: (med[m, n] - med[m, 0]) / n - push for m in ("off", "on")}
+    print(f"pushing: {push:,.0f} instructions a job (taken off the drains below)")
     for mode in ("off", "on"):
         print(
-            f"metrics {mode:3}: {count[mode, n]:,} / {count[mode, 2 * n]:,} instructions for "
-            f"{n:,} / {2 * n:,} jobs: the drain {per_job[mode]:,.0f} a job"
+            f"metrics {mode:3}: the drain {drain_[mode]:,.0f} instructions a job "
+            f"(medians of {reps}; runs of {n:,} jobs: {[f'{v:,}' for v in runs[mode, n]]})"
         )
-    extra = per_job["on"] - per_job["off"]
-    fixed = count["on", n] - count["off", n] - extra * n
+    extra = drain_["on"] - drain_["off"]
     print(
-        f"metrics add {extra:,.0f} instructions a job ({100 * extra / per_job['off']:+.1f} %) "
-        f"and {fixed / 1e6:,.1f} M once (starting the HTTP server, the registry)"
+        f"metrics add {extra:,.0f} instructions a job ({100 * extra / drain_['off']:+.1f} %), "
+        f"and {(med['on', 0] - med['off', 0]) / 1e6:,.1f} M once (the HTTP server, the registry)"
     )
 
 
@@ -142,7 +145,7 @@ def main() -> None:
         return
     if args.instructions:
         with server_dsn() as (server, _origin), bench_database(server) as dsn:
-            instructions(dsn, min(args.jobs, 5000))
+            instructions(dsn, min(args.jobs, 5000), max(args.runs // 2, 3))
         return
     results: dict[str, list[dict]] = {"off": [], "on": []}
     with server_dsn() as (server, _origin), bench_database(server) as dsn:
