@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -37,6 +38,21 @@ JOB_COLUMNS = (
 )
 #: What a claim returns: a job being claimed has no result yet.
 CLAIM_COLUMNS = JOB_COLUMNS[:-1]
+
+#: Times travel to the server as integer microseconds since the epoch (`(t - EPOCH) //
+#: MICROSECOND`): exact at any date, and a quarter of the cost of `isoformat()`.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros_to_timestamptz(expression: str) -> str:
+    """SQL turning `expression` (a bigint of microseconds since the epoch) into a timestamptz,
+    exactly: whole seconds through `to_timestamp`, the rest as an interval (a float of seconds
+    would lose microseconds after 2106). `%` is doubled for psycopg's placeholders."""
+    return (
+        f"(to_timestamp(({expression} / 1000000)::float8)"
+        f" + ({expression} %% 1000000) * interval '1 microsecond')"
+    )
 
 
 def check_prefix(prefix: str) -> str:
@@ -340,8 +356,9 @@ def rate_limit_use_query(tables: Tables) -> sql.Composed:
 def update_jobs_query(tables: Tables) -> sql.Composed:
     """Write a batch of job updates in one statement and notify the finished ones.
 
-    Parameters: the batch as one JSON array of objects (id, state, scheduled_at, completed_at,
-    meta, errors, result, attempts: the attempt each update belongs to), then `taken_by` and
+    Parameters: the batch as one JSON array of arrays (id, state, scheduled_at and completed_at
+    in microseconds since the epoch, meta, errors, attempts: the attempt each update belongs
+    to, result: JSON null writes NULL), then `taken_by` and
     the channel. Each row is written only while the job is still running, held by this worker,
     in that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
     update puts a job back without counting the attempt (and a failed attempt stores no
@@ -351,9 +368,16 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     return tables.q(
         """
         WITH u AS (
-            SELECT * FROM json_to_recordset(%s::json) AS u(
-                id uuid, state text, scheduled_at timestamptz, completed_at timestamptz,
-                meta jsonb, errors jsonb, result jsonb, attempts integer)
+            SELECT (r->>0)::uuid AS id, r->>1 AS state,
+                   """
+        + micros_to_timestamptz("(r->>2)::bigint")
+        + """ AS scheduled_at,
+                   """
+        + micros_to_timestamptz("(r->>3)::bigint")
+        + """ AS completed_at,
+                   r->4 AS meta, r->5 AS errors, (r->>6)::integer AS attempts,
+                   NULLIF(r->7, 'null'::jsonb) AS result
+            FROM jsonb_array_elements(%s::jsonb) AS r
         ), upd AS (
             UPDATE {jobs} AS j SET
                 state = u.state,

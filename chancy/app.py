@@ -15,7 +15,7 @@ import math
 import operator
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -189,10 +189,7 @@ _QUEUE_COLUMNS = (
 
 #: Where each field sits in a pushed row (the order of `_compose_insert_query`'s columns).
 _FUNC_COLUMN, _KWARGS_COLUMN, _META_COLUMN = 2, 3, 9
-#: `scheduled_at` travels as integer microseconds since the epoch: exact at any date, and a
-#: quarter of the cost of `isoformat()` (the server splits it into whole seconds and the rest).
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_EPOCH, _MICROSECOND = _sql.EPOCH, _sql.MICROSECOND  # scheduled_at travels as microseconds
 
 
 class _PushPlan:
@@ -365,8 +362,9 @@ def _compose_insert_query(tables: Tables, notify: bool, strict: bool) -> sql.Com
         WITH input AS (
             SELECT (r->>0)::uuid AS id, r->>1 AS queue, r->>2 AS func, r->3 AS kwargs,
                    (r->>4)::integer AS priority, (r->>5)::integer AS max_attempts,
-                   to_timestamp(((r->>6)::bigint / 1000000)::float8)
-                       + ((r->>6)::bigint %% 1000000) * interval '1 microsecond' AS scheduled_at,
+                   """
+        + _sql.micros_to_timestamptz("(r->>6)::bigint")
+        + """ AS scheduled_at,
                    r->7 AS limits, r->>8 AS unique_key,
                    r->9 AS meta
             FROM jsonb_array_elements(%s::jsonb) AS r
