@@ -87,6 +87,8 @@ class _Headers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The dashboard's own mount point, before its inner mounts (/api/v1) extend it.
+        scope["chancy_base"] = str(scope.get("root_path", "")).rstrip("/")
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -112,7 +114,8 @@ class _Headers:
 
 
 def base_path(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
+    """Where the dashboard is mounted ("" at the root)."""
+    return str(request.scope.get("chancy_base", request.scope.get("root_path", ""))).rstrip("/")
 
 
 def _client(request: Request) -> str:
@@ -293,6 +296,8 @@ def _ago(value: str | None) -> str:
     if not value:
         return "-"
     seconds = (datetime.now(UTC) - datetime.fromisoformat(value)).total_seconds()
+    if abs(seconds) < 1:
+        return "just now"
     return _span(abs(seconds)) + (" ago" if seconds >= 0 else " from now")
 
 

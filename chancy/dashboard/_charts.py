@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
-W, H = 600, 140
-PAD_LEFT, PAD_BOTTOM, PAD_TOP = 44, 18, 8
+W, H = 460, 150
+PAD_LEFT, PAD_BOTTOM, PAD_TOP = 40, 20, 8
 
 
 def _number(value: float) -> str:
@@ -23,7 +23,7 @@ def _number(value: float) -> str:
 def _frame(top: float, times: list[datetime], label: str) -> list[str]:
     parts = [
         f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{escape(label)}"'
-        ' preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
+        ' xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(label)}</title>",
     ]
     plot_h = H - PAD_BOTTOM - PAD_TOP
@@ -35,10 +35,11 @@ def _frame(top: float, times: list[datetime], label: str) -> list[str]:
             f"{_number(top * fraction)}</text>"
         )
     if times:
-        for index in (0, len(times) // 2, len(times) - 1):
+        for index, anchor in ((0, "start"), (len(times) // 2, "middle"), (len(times) - 1, "end")):
             x = PAD_LEFT + (W - PAD_LEFT) * (index + 0.5) / len(times)
+            x = {"start": PAD_LEFT, "middle": x, "end": W}[anchor]
             parts.append(
-                f'<text class="axis" x="{x:.1f}" y="{H - 4}" text-anchor="middle">'
+                f'<text class="axis" x="{x:.1f}" y="{H - 5}" text-anchor="{anchor}">'
                 f"{times[index]:%H:%M}</text>"
             )
     return parts

@@ -78,6 +78,17 @@ def job_summary(job: QueuedJob, view: View) -> dict[str, Any]:
     }
 
 
+def _error_time(value: Any) -> str | None:
+    """An error's `at` as UTC ISO 8601 (None when missing or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 def job_detail(job: QueuedJob, view: View) -> dict[str, Any]:
     """A job in full: kwargs, meta, result, every error, limits, and its timeline."""
     detail = job_summary(job, view)
@@ -85,7 +96,7 @@ def job_detail(job: QueuedJob, view: View) -> dict[str, Any]:
         {
             "attempt": int(e.get("attempt", 0)),
             "traceback": str(e.get("traceback", "")),
-            "at": e.get("at") if isinstance(e.get("at"), str) else None,
+            "at": _error_time(e.get("at")),
         }
         for e in job.errors
         if isinstance(e, dict)
@@ -106,7 +117,12 @@ def _timeline(job: QueuedJob, errors: list[dict[str, Any]]) -> list[dict[str, An
     """What happened to the job, in order: pushed, each failed attempt, the last attempt's
     start, its end (errors stored before their time was kept have none)."""
     events: list[dict[str, Any]] = [
-        {"at": iso(pushed_at(job.id)), "event": "pushed", "attempt": None, "detail": job.queue}
+        {
+            "at": iso(pushed_at(job.id)),
+            "event": "pushed",
+            "attempt": None,
+            "detail": f"to {job.queue}",
+        }
     ]
     for e in errors:
         events.append(
@@ -139,8 +155,9 @@ def _timeline(job: QueuedJob, errors: list[dict[str, Any]]) -> list[dict[str, An
         events.append(
             {"at": iso(job.scheduled_at), "event": "due", "attempt": None, "detail": None}
         )
-    # An error with no time is placed before the events that have one after it.
-    return sorted(events, key=lambda e: e["at"] or "")
+    # In time order (stable); an error stored without its time goes right after "pushed".
+    pushed = events[0]["at"]
+    return sorted(events, key=lambda e: e["at"] or pushed)
 
 
 def queue_row(stats: QueueStats | None, queue: Queue | None, name: str) -> dict[str, Any]:
