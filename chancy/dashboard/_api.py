@@ -8,7 +8,7 @@ it was asked about: `done` (ids acted on) and `skipped` (id: why not).
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -205,13 +205,18 @@ def _bulk_body(extra: dict[str, Any], required: tuple[str, ...] = ()) -> dict[st
     return obj(
         {
             "ids": array(JOB_ID, maxItems=MAX_IDS, minItems=1),
-            "where": FILTER,
-            "all": {"type": "boolean", "description": "with an empty `where`: every job"},
+            "where": {**FILTER, "minProperties": 1},
+            "all": {"type": "boolean", "description": "true: every job (no ids, no where)"},
             **extra,
         },
         required,
         additionalProperties=False,
-        description="the jobs: `ids`, or every job `where` matches (not both)",
+        oneOf=[
+            {"required": ["ids"]},
+            {"required": ["where"]},
+            {"required": ["all"], "properties": {"all": {"enum": [True]}}},
+        ],
+        description="the jobs: their ids, or every job `where` matches, or all: true",
     )
 
 
@@ -230,7 +235,11 @@ QUEUE_SETTINGS = obj(
             "maximum": 2**31 - 1,
             "nullable": True,
         },
-        "executor": {**TEXT, "pattern": r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$"},
+        "executor": {
+            "type": "string",
+            "enum": sorted(_data.EXECUTORS),
+            "description": "one of the built-in executors (others: declare them in code)",
+        },
     },
     additionalProperties=False,
     description="settings to change (or, for a new queue, to declare it with)",
@@ -246,6 +255,8 @@ PAUSE = obj(
         },
     },
     additionalProperties=False,
+    maxProperties=1,
+    description="resume_at or resume_in (or neither: paused until resumed)",
 )
 
 
@@ -327,8 +338,11 @@ async def put_queue(request: Request, params: dict[str, Any], body: Any) -> Resp
         changes["rate_limit_window"] = None
     if "rate_limit_window" in changes and changes["rate_limit_window"] is None:
         changes["rate_limit"] = None
-    if changes.get("rate_limit") is not None and "rate_limit_window" not in changes:
-        changes.setdefault("rate_limit_window", current.rate_limit_window or 60)
+    limit = changes.get("rate_limit", current.rate_limit)
+    if limit is None:  # a window without a limit means nothing: no rate limit
+        changes["rate_limit_window"] = None
+    elif changes.get("rate_limit_window", current.rate_limit_window) is None:
+        changes["rate_limit_window"] = 60
     try:
         updated = dataclasses.replace(current, **changes)
     except ValueError as exc:
@@ -354,10 +368,8 @@ async def pause_queue(request: Request, params: dict[str, Any], body: Any) -> Re
     if "resume_at" in body and "resume_in" in body:
         raise Invalid("give resume_at or resume_in, not both")
     resume: datetime | timedelta | None = None
-    if "resume_at" in body:
+    if "resume_at" in body:  # a time already past: paused, and resumed at once
         resume = parse_datetime(body["resume_at"])
-        if resume <= datetime.now(UTC):
-            raise Invalid("resume_at: must be in the future")
     elif "resume_in" in body:
         resume = timedelta(seconds=body["resume_in"])
     try:
@@ -446,19 +458,12 @@ async def reprioritize_job(request: Request, params: dict[str, Any], body: Any) 
 
 
 def _target(body: dict[str, Any]) -> dict[str, Any]:
-    """The `refs` or `where`/`all` arguments of a bulk operation's body."""
-    has_ids = "ids" in body
-    has_where = "where" in body
-    if has_ids == has_where and not (body.get("all") and not has_ids):
-        raise Invalid("name the jobs: give ids or where (not both)")
-    if has_ids:
-        if body.get("all"):
-            raise Invalid("all: only with where")
+    """The `refs`, or `where`/`all`, arguments of a bulk operation's (checked) body."""
+    if "ids" in body:
         return {"refs": body["ids"]}
-    filters = _filters(body.get("where") or {})
-    if not filters and not body.get("all"):
-        raise Invalid("where: an empty filter matches every job; add all: true if you mean it")
-    return {"where": _data.job_filter(filters), "all": bool(body.get("all"))}
+    if "where" in body:
+        return {"where": _data.job_filter(_filters(body["where"]))}
+    return {"all": True}
 
 
 async def bulk_retry(request: Request, params: dict[str, Any], body: Any) -> Response:
@@ -575,6 +580,7 @@ ENDPOINTS: list[Endpoint] = [
         body=QUEUE_SETTINGS,
         body_required=True,
         mutation=True,
+        also_ok=(201,),
         description="Answers 201 when the queue was declared by this call.",
     ),
     Endpoint(

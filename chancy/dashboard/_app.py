@@ -656,6 +656,15 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a path no route takes): JSON under /api/, text elsewhere."""
+    status = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "") or "error")
+    if request.url.path.startswith(base_path(request) + "/api/"):
+        return _api_error(status, detail)
+    return Response(detail, status_code=status, media_type="text/plain")
+
+
 async def not_found(request: Request) -> Response:
     if identify(request) is None:
         return Response("not found", status_code=404, media_type="text/plain")
@@ -739,7 +748,9 @@ def create_app(
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         Route("/{rest:path}", not_found),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(
+        routes=routes, exception_handlers={404: _http_error, 405: _http_error, 400: _http_error}
+    )
     app.state.chancy_dashboard = settings
     app.add_middleware(_Headers)
     return app

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 HIDDEN = "(hidden)"
 #: Shortest names of the built-in executors.
-_EXECUTORS = {
+EXECUTORS = {
     "chancy.executors.asyncex.AsyncExecutor": "async",
     "chancy.executors.thread.ThreadedExecutor": "threaded",
     "chancy.executors.process.ProcessExecutor": "process",
@@ -169,7 +169,7 @@ def queue_row(stats: QueueStats | None, queue: Queue | None, name: str) -> dict[
         "resume_at": iso(queue.resume_at) if queue is not None else None,
         "concurrency": queue.concurrency if queue is not None else None,
         "executor": queue.executor if queue is not None else None,
-        "executor_name": _EXECUTORS.get(queue.executor, queue.executor) if queue else None,
+        "executor_name": EXECUTORS.get(queue.executor, queue.executor) if queue else None,
         "tags": sorted(queue.tags) if queue is not None else [],
         "polling_interval": queue.polling_interval if queue is not None else None,
         "rate_limit": queue.rate_limit if queue is not None else None,

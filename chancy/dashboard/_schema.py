@@ -5,7 +5,7 @@ the two cannot disagree; tests/dashboard fuzzes the API against that document).
 The checker covers the part of JSON Schema the endpoints use: `type` (with OpenAPI 3.0's
 `nullable`), `enum`, `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`, `format`
 (`date-time`, `uuid`), `properties`/`required`/`additionalProperties`, `items`/`maxItems`,
-`minProperties`.
+`minProperties`/`maxProperties`, `oneOf`.
 """
 
 from __future__ import annotations
@@ -109,9 +109,21 @@ def check(value: Any, schema: dict[str, Any], where: str) -> None:
                 raise Invalid(f"{where}: unknown field {extra[0]!r}")
         if len(value) < schema.get("minProperties", 0):
             raise Invalid(f"{where}: must not be empty")
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            raise Invalid(f"{where}: at most {schema['maxProperties']} of its fields")
         for name, sub in props.items():
             if name in value:
                 check(value[name], sub, f"{where}.{name}")
+    if "oneOf" in schema:
+        matching = 0
+        for sub in schema["oneOf"]:
+            try:
+                check(value, sub, where)
+            except Invalid:
+                continue
+            matching += 1
+        if matching != 1:
+            raise Invalid(f"{where}: {schema.get('description', 'does not match one form')}")
     if isinstance(value, list):
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             raise Invalid(f"{where}: at most {schema['maxItems']} items")
@@ -211,6 +223,8 @@ class Endpoint:
     ok_status: int = 200
     description: str = ""
     extra_statuses: tuple[int, ...] = ()
+    #: Other success statuses, answering the same schema as `ok_status` (201: created).
+    also_ok: tuple[int, ...] = ()
 
     def parse(self, path_params: dict[str, str], query: Any) -> dict[str, Any]:
         """The parameters of a request, converted and checked (`Invalid`)."""
@@ -252,10 +266,11 @@ def openapi(
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         responses: dict[str, Any] = {
-            str(ep.ok_status): {
-                "description": "success",
+            str(status): {
+                "description": "success" if status != 201 else "created",
                 "content": {"application/json": {"schema": ep.ok}},
             }
+            for status in (ep.ok_status, *ep.also_ok)
         }
         statuses = [400, 404] if ep.public else [400, 401, 403, 404]
         for status in [*statuses, *ep.extra_statuses]:

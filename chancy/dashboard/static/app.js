@@ -270,10 +270,14 @@
         body.ids = ids;
       } else {
         var where = JSON.parse(bulk.getAttribute("data-filters") || "{}");
-        body.where = where;
         if (!Object.keys(where).length) {
           if (!window.confirm("No filter: this acts on EVERY job. Go on?")) return;
           body.all = true;
+        } else {
+          body.where = where;
+        }
+        if (body.all) {
+          /* confirmed above */
         } else if (!window.confirm("Apply '" + action + "' to every job matching the filter?")) {
           return;
         }
