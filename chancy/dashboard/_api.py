@@ -389,7 +389,9 @@ async def resume_queue(request: Request, params: dict[str, Any], body: Any) -> R
 
 
 def _filters(params: dict[str, Any]) -> dict[str, Any]:
-    filters = {k: params[k] for k in ("queue", "state", "func", "error") if k in params}
+    filters: dict[str, Any] = {
+        k: params[k] for k in ("queue", "state", "func", "error") if k in params
+    }
     for key in ("since", "until"):
         if key in params:
             filters[key] = parse_datetime(params[key])
@@ -500,9 +502,7 @@ async def schedules(request: Request, params: dict[str, Any], body: Any) -> Resp
 async def metrics(request: Request, params: dict[str, Any], body: Any) -> Response:
     resolution = params.get("resolution", 60)
     since: datetime | timedelta = (
-        parse_datetime(params["since"])
-        if "since" in params
-        else timedelta(seconds=60 * resolution)
+        parse_datetime(params["since"]) if "since" in params else timedelta(seconds=60 * resolution)
     )
     found = await _data.metrics(
         _settings(request).chancy, queue=params.get("queue"), since=since, resolution=resolution

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import psycopg
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -39,6 +38,7 @@ from chancy.errors import UnknownQueueError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from starlette.requests import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from chancy.app import Chancy
@@ -566,7 +566,9 @@ async def job_page(request: Request) -> Response:
 
 async def workers_page(request: Request) -> Response:
     s = _settings(request)
-    return _render(request, "workers.html", {"workers": await _data.workers(s.chancy)}, nav="workers")
+    return _render(
+        request, "workers.html", {"workers": await _data.workers(s.chancy)}, nav="workers"
+    )
 
 
 async def schedules_page(request: Request) -> Response:

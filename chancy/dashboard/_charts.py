@@ -3,8 +3,11 @@ and a line chart, styled by the stylesheet's classes (so both themes apply)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 W, H = 460, 150
 PAD_LEFT, PAD_BOTTOM, PAD_TOP = 40, 20, 8
@@ -97,8 +100,8 @@ def line(times: list[datetime], values: list[float | None], label: str, css: str
         runs[-1].append(f"{x:.1f},{y:.1f}")
     for run in runs:
         if len(run) == 1:
-            x, y = run[0].split(",")
-            parts.append(f'<circle class="{css}" cx="{x}" cy="{y}" r="2"/>')
+            cx, cy = run[0].split(",")
+            parts.append(f'<circle class="{css}" cx="{cx}" cy="{cy}" r="2"/>')
         elif run:
             parts.append(f'<polyline class="{css}" points="{" ".join(run)}"/>')
     for i, (moment, value) in enumerate(zip(times, values, strict=True)):

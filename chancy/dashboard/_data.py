@@ -124,15 +124,15 @@ def _timeline(job: QueuedJob, errors: list[dict[str, Any]]) -> list[dict[str, An
             "detail": f"to {job.queue}",
         }
     ]
-    for e in errors:
-        events.append(
-            {
-                "at": e["at"],
-                "event": "attempt failed",
-                "attempt": e["attempt"],
-                "detail": _last_line(e["traceback"]),
-            }
-        )
+    events.extend(
+        {
+            "at": e["at"],
+            "event": "attempt failed",
+            "attempt": e["attempt"],
+            "detail": _last_line(e["traceback"]),
+        }
+        for e in errors
+    )
     if job.started_at is not None:
         events.append(
             {
@@ -209,7 +209,8 @@ async def queues(chancy: Chancy) -> list[dict[str, Any]]:
 async def queue(chancy: Chancy, name: str) -> dict[str, Any] | None:
     """One queue (None: neither declared nor holding jobs)."""
     declared = {q.name: q for q in await chancy.get_all_queues()}
-    [stats] = await chancy.queue_stats(name) or [None]
+    found = await chancy.queue_stats(name)
+    stats = found[0] if found else None
     if stats is None and name not in declared:
         return None
     return queue_row(stats, declared.get(name), name)
@@ -222,7 +223,9 @@ async def _has_table(chancy: Chancy, name: str) -> bool:
 
 
 def _filter_params(filters: dict[str, Any]) -> dict[str, Any]:
-    return {k: filters[k] for k in ("queue", "state", "func", "since", "until", "error") if k in filters}
+    return {
+        k: filters[k] for k in ("queue", "state", "func", "since", "until", "error") if k in filters
+    }
 
 
 def job_filter(filters: dict[str, Any]) -> JobFilter:
@@ -283,18 +286,17 @@ async def workers(chancy: Chancy) -> list[dict[str, Any]]:
     answer = []
     for w in rows:
         status = w.get("queue_status") or {}
-        children = []
-        for queue_name, info in sorted(status.items()):
-            for child in (info or {}).get("children") or []:
-                children.append(
-                    {
-                        "queue": queue_name,
-                        "pid": child.get("pid"),
-                        "rss": child.get("rss"),
-                        "jobs_run": child.get("jobs_run"),
-                        "job": child.get("job"),
-                    }
-                )
+        children = [
+            {
+                "queue": queue_name,
+                "pid": child.get("pid"),
+                "rss": child.get("rss"),
+                "jobs_run": child.get("jobs_run"),
+                "job": child.get("job"),
+            }
+            for queue_name, info in sorted(status.items())
+            for child in (info or {}).get("children") or []
+        ]
         answer.append(
             {
                 "worker_id": w["worker_id"],

@@ -160,7 +160,12 @@ def from_query(text: str, schema: dict[str, Any], where: str) -> Any:
 # -- the pieces of schemas the endpoints share ---------------------------------------------
 
 #: Text that PostgreSQL can store (no NUL character).
-TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "^[^\\x00]*$"}
+TEXT: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "pattern": "^[^\\x00]*$",
+}
 QUEUE_NAME: dict[str, Any] = {
     "type": "string",
     "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$",

@@ -3,7 +3,6 @@ with uvicorn, secure by default (see docs/dashboard.md)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import logging
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import argparse
+
     from chancy.app import Chancy
 
 

@@ -47,9 +47,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def dashboard(
-    dsn: str, prefix: str, token_file: Path, *options: str, log: Path
-) -> Iterator[str]:
+def dashboard(dsn: str, prefix: str, token_file: Path, *options: str, log: Path) -> Iterator[str]:
     """A dashboard process serving on a free loopback port; yields its URL."""
     port = free_port()
     with open(log, "ab") as out:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from conftest import AUTH, TOKEN, form_csrf, log_in
 from starlette.applications import Starlette
@@ -76,7 +75,9 @@ async def test_everything_but_health_needs_authentication(client_for, chancy: Ch
     for ep in ENDPOINTS:
         if ep.public:
             continue
-        path = ep.path.replace("{name}", "mail").replace("{id}", "01a00000-0000-7000-8000-000000000000")
+        path = ep.path.replace("{name}", "mail").replace(
+            "{id}", "01a00000-0000-7000-8000-000000000000"
+        )
         answer = await client.request(ep.method, "/api/v1" + path, json={})
         assert answer.status_code == 401, (ep.method, path, answer.text)
         assert answer.headers["www-authenticate"].startswith("Bearer")
@@ -328,7 +329,7 @@ async def test_job_detail_has_errors_result_and_timeline(api, chancy: Chancy) ->
     job = (await api.get(f"/api/v1/jobs/{ids['failed']}")).json()
     assert job["errors"][0]["traceback"].endswith("ConnectionError: mail server down")
     assert job["last_error"] == "ConnectionError: mail server down"
-    assert [e["event"] for e in job["timeline"]][0] == "pushed"
+    assert next(e["event"] for e in job["timeline"]) == "pushed"
     assert "failed" in [e["event"] for e in job["timeline"]]
     ok = (await api.get(f"/api/v1/jobs/{ids['ok']}")).json()
     assert ok["result"] == {"sent": 1}
@@ -422,16 +423,16 @@ async def test_bulk_actions_by_filter_and_ids_report_each_job(api, chancy: Chanc
     assert everything.status_code == 400
     assert "where: must not be empty" in everything.json()["error"]
     assert (await api.post("/api/v1/jobs/retry", json={"all": False})).status_code == 400
-    both = await api.post("/api/v1/jobs/retry", json={"ids": [ids["ok"]], "where": {"queue": "mail"}})
+    both = await api.post(
+        "/api/v1/jobs/retry", json={"ids": [ids["ok"]], "where": {"queue": "mail"}}
+    )
     assert both.status_code == 400
     result = (await api.post("/api/v1/jobs/retry", json={"where": {"queue": "mail"}})).json()
     assert sorted(result["done"]) == sorted([ids["ok"], ids["failed"]])
     assert result["skipped"] == {ids["pending"]: "job is pending, not finished"}
     unknown = "01a00000-0000-7000-8000-000000000000"
     moved = (
-        await api.post(
-            "/api/v1/jobs/move", json={"ids": [ids["report"], unknown], "queue": "mail"}
-        )
+        await api.post("/api/v1/jobs/move", json={"ids": [ids["report"], unknown], "queue": "mail"})
     ).json()
     assert moved == {"done": [ids["report"]], "skipped": {unknown: "no such job"}}
     pri = (
@@ -542,7 +543,9 @@ async def test_mounted_under_a_prefix_everything_follows_the_mount(
     assert (await client.get("/ops/chancy/static/app.js")).status_code == 200
     doc = (await client.get("/ops/chancy/api/v1/openapi.json")).json()
     assert doc["servers"] == [{"url": "/ops/chancy/api/v1"}]
-    paused = await client.post("/ops/chancy/api/v1/queues/mail/pause", headers={"X-CSRF-Token": csrf})
+    paused = await client.post(
+        "/ops/chancy/api/v1/queues/mail/pause", headers={"X-CSRF-Token": csrf}
+    )
     assert paused.status_code == 200
 
 
