@@ -52,6 +52,7 @@ def bars(times: list[datetime], stacks: list[tuple[str, list[float], str]], labe
     """Stacked bars, one per time; `stacks` are (name, values, css class) from the bottom."""
     totals = [sum(values[i] for _, values, _ in stacks) for i in range(len(times))]
     top = max([*totals, 1])
+    top += top % 2 if float(top).is_integer() else 0  # an even top: a whole middle line
     parts = _frame(top, times, label)
     plot_h = H - PAD_BOTTOM - PAD_TOP
     width = (W - PAD_LEFT) / max(len(times), 1)
