@@ -16,6 +16,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chancy.errors import ChancyError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 
-class Invalid(ValueError):
+class Invalid(ChancyError, ValueError):
     """A request that does not match its schema (answered 400 with this message)."""
 
 
