@@ -3,7 +3,6 @@ and helpers to log in like a browser."""
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,12 +18,10 @@ pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
 
 import httpx  # noqa: E402
+from dashsupport import AUTH, TOKEN  # noqa: E402
 
 from chancy import Chancy  # noqa: E402
 from chancy.dashboard import create_app  # noqa: E402
-
-TOKEN = "test-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -52,23 +49,3 @@ async def api(client_for: Callable[..., Awaitable[httpx.AsyncClient]]) -> httpx.
     client = await client_for()
     client.headers.update(AUTH)
     return client
-
-
-def form_csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF field in the page"
-    return match.group(1)
-
-
-async def log_in(client: httpx.AsyncClient, prefix: str = "", **fields: str) -> str:
-    """Log in through the login form (as a browser does); returns the session's CSRF token."""
-    page = await client.get(f"{prefix}/login")
-    assert page.status_code == 200, page.text
-    answer = await client.post(
-        f"{prefix}/login", data={"csrf": form_csrf(page.text), "next": f"{prefix}/", **fields}
-    )
-    assert answer.status_code == 303, answer.text
-    session = await client.get(f"{prefix}/api/v1/session")
-    assert session.status_code == 200, session.text
-    csrf: str = session.json()["csrf"]
-    return csrf

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import AUTH, TOKEN, form_csrf, log_in
+from dashsupport import AUTH, TOKEN, form_csrf, log_in
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from support import fetch
