@@ -86,8 +86,8 @@ def line(times: list[datetime], values: list[float | None], label: str, css: str
     """A line over the times; a missing value breaks the line."""
     present = [v for v in values if v is not None]
     top = max([*present, 1e-9]) if present else 1
-    if present and top < 1 and all(float(v).is_integer() for v in present):
-        top = 1
+    if all(float(v).is_integer() for v in present):  # counts: whole numbers on the axis
+        top = max(2, int(top) + int(top) % 2)
     parts = _frame(top, times, label)
     plot_h = H - PAD_BOTTOM - PAD_TOP
     width = (W - PAD_LEFT) / max(len(times), 1)
