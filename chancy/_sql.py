@@ -491,10 +491,12 @@ def jobs_where(
     since: bool = False,
     until: bool = False,
     after: bool = False,
+    error: bool = False,
 ) -> sql.Composable:
     """The WHERE condition of the operator's job statements: each named part compares a column
     with the bound parameter of the same name (`%(queue)s`, ...); `since`, `until` and `after`
-    bound the time-ordered id. No part: every job."""
+    bound the time-ordered id; `error` is text one of the job's errors contains (any case).
+    No part: every job."""
     parts = []
     if ids:
         parts.append("id = ANY(%(ids)s::uuid[])")
@@ -510,6 +512,12 @@ def jobs_where(
         parts.append("id < %(until)s::uuid")
     if after:
         parts.append("id < %(after)s::uuid")
+    if error:
+        # strpos, not LIKE: the text is matched as given (no wildcards to escape). Only jobs
+        # with errors are decoded (`errors <> '[]'` is cheap next to the text search).
+        parts.append(
+            "errors <> '[]'::jsonb AND strpos(lower(errors::text), lower(%(error)s::text)) > 0"
+        )
     return sql.SQL(" AND ".join(parts) if parts else "true")
 
 
@@ -694,4 +702,33 @@ def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
         LEFT JOIN served w ON w.queue = n.name
         ORDER BY n.name
         """
+    )
+
+
+# -- the dashboard's statements ------------------------------------------------------------
+
+
+def recent_failures_query(tables: Tables) -> sql.Composed:
+    """The newest %(limit)s failed jobs (by push time) of the queues %(queues)s: one probe of
+    the finished-jobs list index per queue, so its cost does not grow with the history, even
+    when no job has failed for a long time."""
+    return tables.q(
+        """
+        SELECT {columns} FROM unnest(%(queues)s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT * FROM {jobs} j WHERE j.queue = q.name AND j.state = 'failed'
+            ORDER BY j.id DESC LIMIT %(limit)s
+        ) f
+        ORDER BY f.id DESC LIMIT %(limit)s
+        """,
+        columns=text_job_columns("f"),
+    )
+
+
+def running_jobs_query(tables: Tables) -> sql.Composed:
+    """Up to %(limit)s running jobs (from the running-jobs index): who holds each, its queue,
+    function and start."""
+    return tables.q(
+        "SELECT taken_by, id::text, queue, func, started_at, attempts FROM {jobs}"
+        " WHERE state = 'running' ORDER BY started_at LIMIT %(limit)s"
     )

@@ -498,9 +498,10 @@ def _list_plan(
     until: datetime | None,
     limit: int,
     after: Reference | str | None,
+    error: str | None = None,
 ) -> dict[str, Any]:
     plan: dict[str, Any] = JobFilter(
-        queue=queue, state=state, func=func, since=since, until=until
+        queue=queue, state=state, func=func, since=since, until=until, error=error
     ).params()
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit: expected an integer >= 1, got {limit!r}")
@@ -1165,7 +1166,8 @@ class Chancy:
                         completed_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
                         errors = CASE WHEN state = 'running' THEN errors ELSE errors ||
                             jsonb_build_array(jsonb_build_object(
-                                'attempt', attempts, 'traceback', 'cancelled before it ran'))
+                                'attempt', attempts, 'traceback', 'cancelled before it ran',
+                                'at', now()))
                             END,
                         cancel_requested = true
                     WHERE id = %s AND state IN ('pending', 'retrying', 'running')
@@ -1208,11 +1210,12 @@ class Chancy:
         until: datetime | None = None,
         limit: int = 100,
         after: Reference | str | None = None,
+        error: str | None = None,
     ) -> list[QueuedJob]:
         """The newest jobs first (by push time), at most `limit`, matching every filter given
-        (`since`/`until` bound the push time). For the next page pass the last id seen as
-        `after`."""
-        plan = _list_plan(queue, state, func, since, until, limit, after)
+        (`since`/`until` bound the push time; `error` is text one of the job's errors contains,
+        in any case). For the next page pass the last id seen as `after`."""
+        plan = _list_plan(queue, state, func, since, until, limit, after, error)
         return await self._run(functools.partial(self._list_jobs, plan=plan))
 
     def sync_list_jobs(
@@ -1225,9 +1228,10 @@ class Chancy:
         until: datetime | None = None,
         limit: int = 100,
         after: Reference | str | None = None,
+        error: str | None = None,
     ) -> list[QueuedJob]:
         """Synchronous `list_jobs`."""
-        plan = _list_plan(queue, state, func, since, until, limit, after)
+        plan = _list_plan(queue, state, func, since, until, limit, after, error)
         return self._run_sync(functools.partial(self._list_jobs, plan=plan))
 
     async def _list_jobs(self, conn: Conn, plan: dict[str, Any]) -> list[QueuedJob]:
