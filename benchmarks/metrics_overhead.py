@@ -63,7 +63,7 @@ async def drain(dsn: str, concurrency: int, n: int, **worker_options: object) ->
         counts = state_counts(dsn, app.prefix)
         if counts.get("succeeded", 0) != n:
             raise RuntimeError(f"not every job SUCCEEDED: {counts}")
-        return {"jobs_per_s": n / (t1 - t0), "cpu_us_per_job": 1e6 * (c1 - c0) / n}
+        return {"jobs_per_s": n / (t1 - t0), "cpu_us_per_job": 1e6 * (c1 - c0) / max(n, 1)}
     finally:
         drop_tables(dsn, app.prefix)
 
