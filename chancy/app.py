@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         Callable,
         Collection,
         Coroutine,
+        Generator,
         Iterable,
         Iterator,
         Sequence,
@@ -225,6 +226,8 @@ class _PushPlan:
                 ]
                 for id_, job in zip(self.ids, jobs, strict=True)
             ]
+        #: The jobs as pushed (after the plugins' `on_push`).
+        self.jobs: list[Job] = list(jobs)
         self.unique_keys: list[str | None] = list(map(_UNIQUE_KEY, jobs))
         self.queue_of: list[str] = list(map(_QUEUE, jobs))
         try:
@@ -313,6 +316,45 @@ class _PushPlan:
         return sorted(
             {k for i, k in zip(self.ids, self.unique_keys, strict=True) if i not in inserted and k}
         )
+
+    def skipped_holding(self, keys: Collection[str], inserted: set[str]) -> list[Job]:
+        """The jobs skipped for one of `keys` (their holder has finished since)."""
+        return [
+            job
+            for job, id_, key in zip(self.jobs, self.ids, self.unique_keys, strict=True)
+            if id_ not in inserted and key in keys
+        ]
+
+
+if TYPE_CHECKING:
+    #: One statement of a push (query text, parameters), what it returns, and the push.
+    _Step = tuple[str, Any]
+    _Rows = list[tuple[Any, ...]]
+    _PushFlow = Generator[_Step, _Rows, list[Reference]]
+
+
+async def _run_flow(
+    flow: _PushFlow, run: Callable[[str, Any], Awaitable[_Rows]]
+) -> list[Reference]:
+    """Drive a push with an async connection or cursor (`run` executes and fetches)."""
+    try:
+        step = next(flow)
+        while True:
+            step = flow.send(await run(*step))
+    except StopIteration as stop:
+        refs: list[Reference] = stop.value
+        return refs
+
+
+def _sync_run_flow(flow: _PushFlow, cursor: Cursor) -> list[Reference]:
+    """Drive a push with a sync cursor."""
+    try:
+        step = next(flow)
+        while True:
+            step = flow.send(cursor.execute(*step).fetchall())
+    except StopIteration as stop:
+        refs: list[Reference] = stop.value
+        return refs
 
 
 def _reference(identifier: str) -> Reference:
@@ -898,41 +940,48 @@ class Chancy:
 
     async def push_many_ex(self, cursor: AsyncCursor, jobs: Sequence[Job | Any]) -> list[Reference]:
         """Push jobs with the caller's cursor, inside the caller's transaction."""
+
+        async def run(query: str, params: Any) -> _Rows:
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
         refs: list[Reference] = []
         for offset in range(0, len(jobs), 1000):
-            plan = _PushPlan(jobs[offset : offset + 1000], offset, self._push_hooks)
-            query, params = plan.params(self.tables, self.notifications, self.strict_queues)
-            await cursor.execute(query, params)
-            inserted = _inserted(plan, await cursor.fetchall(), offset)
-            existing: dict[str, str] = {}
-            if keys := plan.conflicting_keys(inserted):
-                await cursor.execute(_existing_query(self.tables), (keys,))
-                existing = dict(await cursor.fetchall())
-            refs += self._resolve(plan, inserted, existing)
+            refs += await _run_flow(self._push_flow(jobs[offset : offset + 1000], offset), run)
         return refs
 
     async def _push_conn(
         self, conn: Conn, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
-        plan = _PushPlan(jobs, offset, self._push_hooks)
-        query, params = plan.params(self.tables, self.notifications, self.strict_queues)
-        inserted = _inserted(plan, await conn.fetchall(query, params), offset)
-        existing: dict[str, str] = {}
-        if keys := plan.conflicting_keys(inserted):
-            existing = dict(await conn.fetchall(_existing_query(self.tables), (keys,)))
-            if len(existing) < len(keys):
-                # The holder finished between the insert and the lookup: push those again.
-                return await self._push_conn(conn, jobs, offset)
-        return self._resolve(plan, inserted, existing)
+        return await _run_flow(self._push_flow(jobs, offset), conn.fetchall)
 
-    @staticmethod
-    def _resolve(plan: _PushPlan, inserted: set[str], existing: dict[str, str]) -> list[Reference]:
-        try:
-            return plan.references(inserted, existing)
-        except KeyError:
-            raise RuntimeError(
-                "a job with the same unique_key finished while pushing; push again"
-            ) from None
+    def _push_flow(self, jobs: Sequence[Job | Any], offset: int) -> _PushFlow:
+        """The push of one batch as the statements it runs: every push (async or sync, on a
+        connection or in the caller's cursor) drives this one generator, so they cannot differ.
+
+        Jobs skipped for a `unique_key` get the holder's reference. When a holder finishes
+        between the insert and the lookup of its key, the jobs skipped for it (only those:
+        the rest of the batch is in) are pushed again, and the first of them holds the key.
+        """
+        tables, notify, strict = self.tables, self.notifications, self.strict_queues
+        plan = _PushPlan(jobs, offset, self._push_hooks)
+        inserted = _inserted(plan, (yield plan.params(tables, notify, strict)), offset)
+        existing: dict[str, str] = {}
+        keys = plan.conflicting_keys(inserted)
+        while keys:
+            found: dict[str, str] = dict((yield _existing_query(tables), (keys,)))
+            existing.update(found)
+            if len(found) == len(keys):
+                break
+            again = _PushPlan(plan.skipped_holding(set(keys) - set(found), inserted), offset)
+            pushed = _inserted(again, (yield again.params(tables, notify, strict)), offset)
+            existing.update(
+                (key, id_)
+                for id_, key in zip(again.ids, again.unique_keys, strict=True)
+                if id_ in pushed and key is not None
+            )
+            keys = again.conflicting_keys(pushed)  # lost the key again: look it up again
+        return plan.references(inserted, existing)
 
     def sync_push(self, job: Job | Any) -> Reference:
         """Synchronous `push`."""
@@ -963,13 +1012,7 @@ class Chancy:
     def _sync_push_cursor(
         self, cursor: Cursor, jobs: Sequence[Job | Any], offset: int
     ) -> list[Reference]:
-        plan = _PushPlan(jobs, offset, self._push_hooks)
-        query, params = plan.params(self.tables, self.notifications, self.strict_queues)
-        inserted = _inserted(plan, cursor.execute(query, params).fetchall(), offset)
-        existing: dict[str, str] = {}
-        if keys := plan.conflicting_keys(inserted):
-            existing = dict(cursor.execute(_existing_query(self.tables), (keys,)).fetchall())
-        return self._resolve(plan, inserted, existing)
+        return _sync_run_flow(self._push_flow(jobs, offset), cursor)
 
     # -- following jobs ----------------------------------------------------------------------
 
