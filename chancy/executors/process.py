@@ -22,7 +22,10 @@ killed by signal SIGSEGV while running the job". `Chancy.cancel_job` raises `Job
 in the job, kills after the grace, and fails the job without retry.
 
 Executor options (`Queue.executor_options`): `maximum_jobs_per_worker` (default 100): a
-child is replaced after that many jobs; `initializer`: an importable function
+child is replaced after that many jobs; `maximum_rss_per_worker` (bytes, default None: off):
+a child whose process tree holds more than that after a job is replaced before its next job
+(a leaking job cannot grow a child forever; counted as `reason="rss"` in
+`chancy_child_restarts_total`); `initializer`: an importable function
 (``"pkg.mod:fn"`` or ``"pkg.mod.fn"``) run once in each new child before its first job (for
 ``django.setup()`` and the like); `monitor_interval` (default 0.05 s), `stop_grace` (default
 1.0 s), `handshake_timeout` (default 60 s, covers the initializer); `pass_env`: names of
@@ -73,6 +76,7 @@ class ProcessExecutor(Executor):
         queue: Any,
         *,
         maximum_jobs_per_worker: int = 100,
+        maximum_rss_per_worker: int | None = None,
         initializer: str | None = None,
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
@@ -95,6 +99,7 @@ class ProcessExecutor(Executor):
         self.pool = ChildPool(
             self.concurrency,
             maximum_jobs_per_worker=maximum_jobs_per_worker,
+            maximum_rss_per_worker=maximum_rss_per_worker,
             initializer=initializer,
             monitor_interval=monitor_interval,
             stop_grace=stop_grace,

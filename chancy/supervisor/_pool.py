@@ -160,7 +160,8 @@ class ChildPool:
 
     Works under asyncio and trio. Use it as an async context manager (or ``await
     tg.start(pool.run)``). A child is replaced after ``maximum_jobs_per_worker`` jobs, after
-    a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
+    a job that left its process tree holding more than ``maximum_rss_per_worker`` bytes (a
+    leak: checked after each job when set), after a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
     dies, sends a bad frame, is stopped or cancelled, or breaks a limit.
 
     Limits are enforced from outside by a monitor per busy child with a limit: every
@@ -183,6 +184,7 @@ class ChildPool:
         size: int = 1,
         *,
         maximum_jobs_per_worker: int = 100,
+        maximum_rss_per_worker: int | None = None,
         initializer: str | None = None,
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
@@ -202,8 +204,16 @@ class ChildPool:
             raise ValueError("size must be at least 1")
         if maximum_jobs_per_worker < 1:
             raise ValueError("maximum_jobs_per_worker must be at least 1")
+        if maximum_rss_per_worker is not None and (
+            isinstance(maximum_rss_per_worker, bool)
+            or not isinstance(maximum_rss_per_worker, int)
+            or maximum_rss_per_worker < 1
+        ):
+            raise ValueError("maximum_rss_per_worker must be a positive number of bytes or None")
         self.size = size
         self.maximum_jobs_per_worker = maximum_jobs_per_worker
+        #: A child whose tree holds more than this many bytes after a job is replaced.
+        self.maximum_rss_per_worker = maximum_rss_per_worker
         self.initializer = initializer
         self.monitor_interval = monitor_interval
         self.stop_grace = stop_grace
@@ -230,8 +240,9 @@ class ChildPool:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._used = False
         self._watchdog = Watchdog(self.logger)
-        #: Children replaced, by reason: "recycled" (maximum_jobs_per_worker), "limit" (a
-        #: memory or time limit), "cancelled", "died" (busy or idle), "stuck" (never took a job).
+        #: Children replaced, by reason: "recycled" (maximum_jobs_per_worker), "rss" (over
+        #: maximum_rss_per_worker after a job), "limit" (a memory or time limit), "cancelled",
+        #: "died" (busy or idle), "stuck" (never took a job).
         self.restarts: collections.Counter[str] = collections.Counter()
         #: Where children get cgroups of their own (None: tree walking and sessions only).
         self.cgroups: Cgroups | None = None
@@ -573,6 +584,18 @@ class ChildPool:
             )
             if retire:
                 self.restarts[_restart_reason(running, outcome)] += 1
+            elif self.maximum_rss_per_worker is not None:
+                rss = await anyio.to_thread.run_sync(child.memory, limiter=thread_limiter())
+                if rss > self.maximum_rss_per_worker:
+                    retire = True
+                    self.restarts["rss"] += 1
+                    self.logger.info(
+                        "worker process %d holds %d MiB after job %s (over %d MiB): replacing it",
+                        child.pid,
+                        rss // MiB,
+                        job_id,
+                        self.maximum_rss_per_worker // MiB,
+                    )
             return outcome
         finally:
             self._waiting.pop(job_id, None)

@@ -36,6 +36,15 @@ def segfault() -> None:
     ctypes.string_at(0)
 
 
+_leaked: list[bytes] = []
+
+
+def leaks(mib: int = 60) -> int:
+    """Keep *mib* MiB (touched) alive in the child after returning: a leak; the child's RSS."""
+    _leaked.append(b"\x01" * (mib * MiB))
+    return _rss()
+
+
 def wait_forever(pid_file: str) -> None:
     """Write our pid where the test can find it, then block (to be killed from outside)."""
     Path(pid_file).write_text(str(os.getpid()))

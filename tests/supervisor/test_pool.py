@@ -399,6 +399,26 @@ async def test_restart_after_maximum_jobs() -> None:
     assert len({pids[0], pids[2], pids[4]}) == 3
 
 
+async def test_a_child_over_its_rss_threshold_is_replaced_after_its_job() -> None:
+    async with pool(maximum_rss_per_worker=100 * MiB) as p:
+        first = await run(p, "leaks", mib=60)  # ~80 MiB: under
+        second = await run(p, "leaks", mib=60)  # ~140 MiB: over, replaced after the job
+        assert p.restarts == {"rss": 1}  # counted for chancy_child_restarts_total{reason="rss"}
+        third = await run(p, "leaks", mib=1)
+        await wait_gone(second.pid)
+    assert first.ok
+    assert second.ok  # the job that crossed the threshold still succeeded
+    assert json.loads(first.result or b"0") < 100 * MiB < json.loads(second.result or b"0")
+    assert first.pid == second.pid != third.pid
+    assert json.loads(third.result or b"0") < 100 * MiB  # a fresh child: the leak is gone
+
+
+def test_the_rss_threshold_is_validated() -> None:
+    for bad in (0, -1, 1.5, True, "100"):
+        with pytest.raises(ValueError, match="maximum_rss_per_worker"):
+            ChildPool(1, maximum_rss_per_worker=bad)  # type: ignore[arg-type]
+
+
 async def test_print_does_not_break_the_channel(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="chancy.supervisor")
     async with pool() as p:
