@@ -1,7 +1,8 @@
 """`ProcessExecutor`: runs each job in a child worker process owned by the supervisor.
 
-The default executor of every queue. Up to `concurrency` warm children (fresh interpreters,
-see `chancy.supervisor.child`) each run one job at a time; the job travels as its packed
+The default executor of every queue. Up to `concurrency` warm children (forked from a clean
+template process, the fork server, or fresh interpreters: see `start_method` below and
+`chancy.supervisor.child`) each run one job at a time; the job travels as its packed
 JSON in a msgspec frame and its outcome (ok with the function's return value as JSON, or
 the error as type, message and formatted traceback, plus the job's meta after the run) comes
 back the same way; the child encodes the return value and refuses one that is not JSON or
@@ -31,7 +32,14 @@ a child whose process tree holds more than that after a job is replaced before i
 1.0 s), `handshake_timeout` (default 60 s, covers the initializer); `pass_env`: names of
 environment variables passed to the children as they are in the supervisor, even those the
 scrub drops (see `chancy.supervisor._env`): every job on the queue can read them;
-`max_result_size` (default 1 MiB), as for every executor.
+`max_result_size` (default 1 MiB), as for every executor; `start_method` (default
+``"forkserver"``, or ``CHANCY_START_METHOD`` if set): ``"forkserver"`` forks each new child
+from a template process started once per queue (a clean interpreter that has imported only
+the child bootloader, never the supervisor: replacing a child costs a fork, not an
+interpreter start; job modules and the initializer are still imported in each child), or
+``"spawn"``: a fresh interpreter per child. Forked children keep every guarantee of fresh
+ones (limits, scrubbed environment, own session and cgroup, parent death); they share the
+template's environment as it was when the queue started, and its hash seed.
 """
 
 from __future__ import annotations
@@ -82,6 +90,7 @@ class ProcessExecutor(Executor):
         stop_grace: float = 1.0,
         handshake_timeout: float = 60.0,
         pass_env: list[str] | None = None,
+        start_method: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(worker, queue, **options)
@@ -105,6 +114,7 @@ class ProcessExecutor(Executor):
             stop_grace=stop_grace,
             handshake_timeout=handshake_timeout,
             extra_env=extra_env or None,
+            start_method=start_method,
             logger=worker.log.getChild("supervisor") if worker.log else None,
         )
         self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)

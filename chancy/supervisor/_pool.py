@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,13 +36,26 @@ from chancy.wire import (
 )
 
 from ._cgroup import Cgroups
-from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
+from ._process import ChildProcess, ForkServer, Watchdog, describe_returncode, thread_limiter
 
 if TYPE_CHECKING:
     import types
     from collections.abc import AsyncIterator, Mapping
 
 MiB = 1024 * 1024
+#: How children are started: ``"forkserver"`` (forked by a clean template process the pool
+#: starts once, see :mod:`chancy.supervisor._forkserver`) or ``"spawn"`` (a fresh interpreter
+#: each). ``CHANCY_START_METHOD`` overrides the default for every pool of the process.
+START_METHODS = ("forkserver", "spawn")
+#: After the fork server failed to (re)start, children are spawned for this many seconds.
+FORKSERVER_RETRY = 30.0
+
+
+def default_start_method() -> str:
+    method = os.environ.get("CHANCY_START_METHOD", "").strip().lower()
+    return method if method in START_METHODS else "forkserver"
+
+
 #: How many children a job is handed to before it is given up as unstartable.
 START_TRIES = 3
 
@@ -198,8 +212,13 @@ class ChildPool:
         start_timeout: float = 10.0,
         idle_check_interval: float = 0.5,
         private_shm: bool = True,
+        start_method: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        if start_method is None:
+            start_method = default_start_method()
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}")
         if size < 1:
             raise ValueError("size must be at least 1")
         if maximum_jobs_per_worker < 1:
@@ -230,6 +249,11 @@ class ChildPool:
         #: Each child gets a /dev/shm of its own where it may (root), freed with it.
         self.private_shm = private_shm
         self.logger = logger or logging.getLogger("chancy.supervisor")
+        #: "forkserver" or "spawn" (see `START_METHODS`).
+        self.start_method = start_method
+        self._forkserver: ForkServer | None = None
+        self._forkserver_lock = anyio.Lock()
+        self._forkserver_failed_at = -math.inf
         self._slots = [_Slot(i) for i in range(size)]
         self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
         self._running: dict[str, _Running] = {}
@@ -261,6 +285,8 @@ class ChildPool:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._closing = False
+                if self.start_method == "forkserver":
+                    await self._fork_server()
                 for slot in self._slots:
                     tg.start_soon(self._warm, slot)
                 tg.start_soon(self._watch_idle)
@@ -270,8 +296,13 @@ class ChildPool:
                     self._closing = True
                     with anyio.CancelScope(shield=True):
                         await self._stop_children()
+                        if self._forkserver is not None:
+                            await self._forkserver.close()
                     tg.cancel_scope.cancel()
         finally:
+            if self._forkserver is not None:
+                await self._forkserver.close()
+                self._forkserver = None
             await self._watchdog.close()
             if self.cgroups is not None:
                 self.cgroups.close()
@@ -327,10 +358,52 @@ class ChildPool:
 
     # -- children ----------------------------------------------------------------------
 
+    async def _fork_server(self) -> ForkServer | None:
+        """The running fork server, started (again) if need be; None: spawn this child."""
+        server = self._forkserver
+        if server is not None and not server.gone:
+            return server
+        if self._tg is None or self._closing:
+            return None
+        async with self._forkserver_lock:
+            server = self._forkserver
+            if server is not None and not server.gone:
+                return server
+            if anyio.current_time() - self._forkserver_failed_at < FORKSERVER_RETRY:
+                return None
+            if server is not None:
+                self._forkserver = None
+                await server.close()
+                self._watchdog.remove(server.pid or 0)
+                self.logger.warning("starting a new fork server for the child workers")
+            server = ForkServer(
+                self.logger,
+                sys_path=self.sys_path,
+                extra_env=self.extra_env,
+                private_shm=self.private_shm,
+                timeout=min(self.handshake_timeout, 30.0),
+            )
+            try:
+                await server.start(self._tg)
+            except (ChildStartError, OSError) as exc:
+                self._forkserver_failed_at = anyio.current_time()
+                self.logger.error(
+                    "could not start a fork server (%s); starting child workers as fresh "
+                    "interpreters for the next %.0f s",
+                    exc,
+                    FORKSERVER_RETRY,
+                )
+                return None
+            if server.pid is not None:
+                self._watchdog.add(server.pid)
+            self._forkserver = server
+            return server
+
     async def _spawn(self) -> ChildProcess:
         if self._tg is None:
             raise PoolClosed("the pool is not running")
         began = anyio.current_time()
+        server = await self._fork_server() if self.start_method == "forkserver" else None
         child = await ChildProcess.spawn(
             self._tg,
             sys_path=self.sys_path,
@@ -342,6 +415,7 @@ class ChildPool:
             logger=self.logger,
             cgroups=self.cgroups,
             private_shm=self.private_shm,
+            forkserver=server,
         )
         self._watchdog.add(child.pid)
         child.on_gone = self._watchdog.remove

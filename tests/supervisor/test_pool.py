@@ -560,11 +560,15 @@ async def test_a_child_that_cannot_start_explains_why(tmp_path: Path) -> None:
 
 
 def child_pids() -> set[int]:
-    """This process's child worker processes (not the watchdog)."""
+    """This process's child worker processes (not the watchdog, nor the fork server, whose
+    children, forked from it, are the workers)."""
     found = set()
-    for proc in psutil.Process().children():
+    for proc in psutil.Process().children(recursive=True):
         try:
-            if "chancy.supervisor.child" in proc.cmdline() and not gone(proc.pid):
+            cmdline = proc.cmdline()
+            fresh = "chancy.supervisor.child" in cmdline
+            forked = "chancy.supervisor._forkserver" in cmdline and proc.ppid() != os.getpid()
+            if (fresh or forked) and not gone(proc.pid):
                 found.add(proc.pid)
         except psutil.Error:
             continue
