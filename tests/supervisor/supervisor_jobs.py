@@ -37,6 +37,14 @@ def segfault() -> None:
 
 
 _leaked: list[bytes] = []
+_calls = 0
+
+
+def count_calls() -> int:
+    """How many times this process ran this job (module state survives between jobs)."""
+    global _calls
+    _calls += 1
+    return _calls
 
 
 def leaks(mib: int = 60) -> int:

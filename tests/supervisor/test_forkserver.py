@@ -119,3 +119,15 @@ async def test_a_dead_template_is_replaced(
     assert f"the fork server {old} killed by signal SIGKILL" in caplog.text
     assert "starting a new fork server" in caplog.text
     assert gone(new)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+async def test_one_job_per_worker_means_a_fresh_process_per_job(method: str) -> None:
+    async with ChildPool(1, maximum_jobs_per_worker=1, start_method=method) as p:
+        outcomes = [await run(p, "count_calls") for _ in range(3)]
+        reused = ChildPool(1, start_method=method)
+        async with reused:
+            again = [await run(reused, "count_calls") for _ in range(2)]
+    assert [o.result for o in outcomes] == [b"1", b"1", b"1"]  # no state from an earlier job
+    assert len({o.pid for o in outcomes}) == 3
+    assert [o.result for o in again] == [b"1", b"2"]  # (the job does count within a process)
