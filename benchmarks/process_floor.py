@@ -97,7 +97,7 @@ def run(ctx: Context) -> list[Figure]:
                     f"{label}, {method}",
                     "x",
                     values,
-                    target=goal if key.endswith("_10") else "",
+                    target=goal if key.endswith("_100") else "",
                     params=params,
                     extra={"median": round(statistics.median(values), 3)},
                 )

@@ -404,7 +404,21 @@ class ChildPool:
             raise PoolClosed("the pool is not running")
         began = anyio.current_time()
         server = await self._fork_server() if self.start_method == "forkserver" else None
-        child = await ChildProcess.spawn(
+        try:
+            child = await self._start_child(server)
+        except (ChildStartError, OSError):
+            if server is None or not server.gone:
+                raise  # the child's own failure (its handshake, its initializer)
+            # The fork server died under the request: once more, from a new one (or fresh).
+            child = await self._start_child(await self._fork_server())
+        self._watchdog.add(child.pid)
+        child.on_gone = self._watchdog.remove
+        self._spawn_seconds = 0.7 * self._spawn_seconds + 0.3 * (anyio.current_time() - began)
+        return child
+
+    async def _start_child(self, server: ForkServer | None) -> ChildProcess:
+        assert self._tg is not None
+        return await ChildProcess.spawn(
             self._tg,
             sys_path=self.sys_path,
             initializer=self.initializer,
@@ -417,10 +431,6 @@ class ChildPool:
             private_shm=self.private_shm,
             forkserver=server,
         )
-        self._watchdog.add(child.pid)
-        child.on_gone = self._watchdog.remove
-        self._spawn_seconds = 0.7 * self._spawn_seconds + 0.3 * (anyio.current_time() - began)
-        return child
 
     async def _warm(self, slot: _Slot) -> None:
         """Start a child for *slot* in the background, then offer the slot."""

@@ -664,8 +664,9 @@ class ForkServer:
                 f"the fork server could not fork: {rest.decode(errors='replace')}"
             )
         pid = int(rest)
-        with contextlib.suppress(psutil.Error):
-            self._forked[pid] = psutil.Process(pid)
+        if pid not in self._codes:  # (else it is gone already)
+            with contextlib.suppress(psutil.Error):
+                self._forked[pid] = psutil.Process(pid)
         return Forked(pid, self)
 
     def exit_code(self, pid: int) -> int | None:

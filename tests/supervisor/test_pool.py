@@ -610,6 +610,10 @@ async def test_replacement_is_spawned_while_the_last_job_runs(tmp_path: Path) ->
 
 async def test_an_unused_replacement_is_stopped_after_spare_linger() -> None:
     async with pool(maximum_jobs_per_worker=3, spare_linger=0.2) as p:
+        # A slow spawn, as far as the pool knows: two jobs left are then close enough to
+        # start the replacement whatever the machine's load (a fork is fast, a loaded
+        # machine's jobs slow: the pace rule alone would make this test timing-dependent).
+        p._spawn_seconds = 10.0
         first = await run(p, "returns")
         second = await run(p, "returns")  # two jobs in quick succession: one left, foresee
         (spare,) = await wait_children(2) - {first.pid}
