@@ -37,6 +37,27 @@ def segfault() -> None:
 
 
 _leaked: list[bytes] = []
+
+
+def hygiene() -> dict[str, object]:
+    """What the child set up before this job: its parent-death signal, core limit, cgroup."""
+    sig = ctypes.c_int(0)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+    import resource
+
+    with open("/proc/self/cgroup") as f:
+        cgroups = f.read()
+    return {
+        "pdeathsig": sig.value,
+        "core": list(resource.getrlimit(resource.RLIMIT_CORE)),
+        "cgroup": cgroups,
+        "sid": os.getsid(0),
+        "pid": os.getpid(),
+        "stdin": os.readlink("/proc/self/fd/0"),
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    }
+
+
 _calls = 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -131,3 +132,21 @@ async def test_one_job_per_worker_means_a_fresh_process_per_job(method: str) -> 
     assert [o.result for o in outcomes] == [b"1", b"1", b"1"]  # no state from an earlier job
     assert len({o.pid for o in outcomes}) == 3
     assert [o.result for o in again] == [b"1", b"2"]  # (the job does count within a process)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+async def test_a_forked_child_is_hardened_like_a_fresh_one(method: str) -> None:
+    async with ChildPool(1, start_method=method) as p:
+        outcome = await run(p, "hygiene")
+        contained = p.cgroups is not None
+    assert outcome.ok
+    assert outcome.result is not None
+    seen = json.loads(outcome.result)
+    assert seen["pdeathsig"] == signal.SIGKILL
+    assert seen["core"] == [0, 0]
+    assert seen["sid"] == seen["pid"]
+    assert seen["stdin"] == "/dev/null"
+    # 0-2, the protocol channel, and the listing's own descriptor: nothing of the template's
+    assert len(seen["fds"]) <= 5, seen["fds"]
+    if contained:
+        assert f"child-{seen['pid']}" in seen["cgroup"]
