@@ -49,6 +49,16 @@ TIMED = {
     "job in a child (ChildPool.run_job)": ("chancy.supervisor._pool", "ChildPool", "run_job"),
     "pipe: send a frame": ("chancy.wire._frames", "FrameStream", "send"),
     "pipe: receive a frame": ("chancy.wire._frames", "FrameStream", "receive"),
+    "threaded: jobs batched per thread hand-off (_run_batch)": (
+        "chancy.executors.thread",
+        "ThreadedExecutor",
+        "_run_batch",
+    ),
+    "async/threaded: one job per hand-off (_run_one)": (
+        "chancy.executors.asyncex",
+        "AsyncExecutor",
+        "_run_one",
+    ),
 }
 
 

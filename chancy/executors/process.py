@@ -1,7 +1,8 @@
 """`ProcessExecutor`: runs each job in a child worker process owned by the supervisor.
 
-The default executor of every queue. Up to `concurrency` warm children (fresh interpreters,
-see `chancy.supervisor.child`) each run one job at a time; the job travels as its packed
+The default executor of every queue. Up to `concurrency` warm children (forked from a clean
+template process, the fork server, or fresh interpreters: see `start_method` below and
+`chancy.supervisor.child`) each run one job at a time; the job travels as its packed
 JSON in a msgspec frame and its outcome (ok with the function's return value as JSON, or
 the error as type, message and formatted traceback, plus the job's meta after the run) comes
 back the same way; the child encodes the return value and refuses one that is not JSON or
@@ -22,13 +23,23 @@ killed by signal SIGSEGV while running the job". `Chancy.cancel_job` raises `Job
 in the job, kills after the grace, and fails the job without retry.
 
 Executor options (`Queue.executor_options`): `maximum_jobs_per_worker` (default 100): a
-child is replaced after that many jobs; `initializer`: an importable function
+child is replaced after that many jobs; `maximum_rss_per_worker` (bytes, default None: off):
+a child whose process tree holds more than that after a job is replaced before its next job
+(a leaking job cannot grow a child forever; counted as `reason="rss"` in
+`chancy_child_restarts_total`); `initializer`: an importable function
 (``"pkg.mod:fn"`` or ``"pkg.mod.fn"``) run once in each new child before its first job (for
 ``django.setup()`` and the like); `monitor_interval` (default 0.05 s), `stop_grace` (default
 1.0 s), `handshake_timeout` (default 60 s, covers the initializer); `pass_env`: names of
 environment variables passed to the children as they are in the supervisor, even those the
 scrub drops (see `chancy.supervisor._env`): every job on the queue can read them;
-`max_result_size` (default 1 MiB), as for every executor.
+`max_result_size` (default 1 MiB), as for every executor; `start_method` (default
+``"forkserver"``, or ``CHANCY_START_METHOD`` if set): ``"forkserver"`` forks each new child
+from a template process started once per queue (a clean interpreter that has imported only
+the child bootloader, never the supervisor: replacing a child costs a fork, not an
+interpreter start; job modules and the initializer are still imported in each child), or
+``"spawn"``: a fresh interpreter per child. Forked children keep every guarantee of fresh
+ones (limits, scrubbed environment, own session and cgroup, parent death); they share the
+template's environment as it was when the queue started, and its hash seed.
 """
 
 from __future__ import annotations
@@ -73,11 +84,13 @@ class ProcessExecutor(Executor):
         queue: Any,
         *,
         maximum_jobs_per_worker: int = 100,
+        maximum_rss_per_worker: int | None = None,
         initializer: str | None = None,
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
         handshake_timeout: float = 60.0,
         pass_env: list[str] | None = None,
+        start_method: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(worker, queue, **options)
@@ -95,11 +108,13 @@ class ProcessExecutor(Executor):
         self.pool = ChildPool(
             self.concurrency,
             maximum_jobs_per_worker=maximum_jobs_per_worker,
+            maximum_rss_per_worker=maximum_rss_per_worker,
             initializer=initializer,
             monitor_interval=monitor_interval,
             stop_grace=stop_grace,
             handshake_timeout=handshake_timeout,
             extra_env=extra_env or None,
+            start_method=start_method,
             logger=worker.log.getChild("supervisor") if worker.log else None,
         )
         self._send, self._receive = anyio.create_memory_object_stream[QueuedJob](math.inf)

@@ -1,8 +1,10 @@
 """The supervisor: child worker processes, their wire, and the limits they run under.
 
-* :class:`ChildPool` keeps warm children (``python -m chancy.supervisor.child``, fresh
-  interpreters, never a fork of the supervisor) and runs one job per child at a time over
-  :mod:`chancy.wire` frames on a dedicated socket; :class:`Outcome` says how it ended.
+* :class:`ChildPool` keeps warm children (``python -m chancy.supervisor.child``: forks of a
+  clean template process, the fork server :mod:`chancy.supervisor._forkserver`, or fresh
+  interpreters with ``start_method="spawn"``; never a fork of the supervisor) and runs one
+  job per child at a time over :mod:`chancy.wire` frames on a dedicated socket;
+  :class:`Outcome` says how it ended.
 * Limits are enforced from outside: a monitor per busy child sums RSS over the child's
   process tree every ``monitor_interval`` (default 0.05 s) and SIGKILLs the whole tree over
   a memory limit; past a time limit the job gets :class:`TimeLimitExceeded` raised inside

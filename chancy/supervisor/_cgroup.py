@@ -136,9 +136,19 @@ class ChildCgroup:
         return self.dirs[key] / name
 
     def pids(self) -> list[int]:
+        """Pids in the child's cgroup (read after every job: plain syscalls, no text layer)."""
         key = "unified" if self.version == 2 else "freezer"
+        path = str(self.dirs[key] / "cgroup.procs")
         try:
-            return [int(x) for x in (self.dirs[key] / "cgroup.procs").read_text().split()]
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = chunk = os.read(fd, 65536)
+                while chunk:
+                    chunk = os.read(fd, 65536)
+                    data += chunk
+            finally:
+                os.close(fd)
+            return [int(x) for x in data.split()]
         except (OSError, ValueError):
             return []
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,13 +36,26 @@ from chancy.wire import (
 )
 
 from ._cgroup import Cgroups
-from ._process import ChildProcess, Watchdog, describe_returncode, thread_limiter
+from ._process import ChildProcess, ForkServer, Watchdog, describe_returncode, thread_limiter
 
 if TYPE_CHECKING:
     import types
     from collections.abc import AsyncIterator, Mapping
 
 MiB = 1024 * 1024
+#: How children are started: ``"forkserver"`` (forked by a clean template process the pool
+#: starts once, see :mod:`chancy.supervisor._forkserver`) or ``"spawn"`` (a fresh interpreter
+#: each). ``CHANCY_START_METHOD`` overrides the default for every pool of the process.
+START_METHODS = ("forkserver", "spawn")
+#: After the fork server failed to (re)start, children are spawned for this many seconds.
+FORKSERVER_RETRY = 30.0
+
+
+def default_start_method() -> str:
+    method = os.environ.get("CHANCY_START_METHOD", "").strip().lower()
+    return method if method in START_METHODS else "forkserver"
+
+
 #: How many children a job is handed to before it is given up as unstartable.
 START_TRIES = 3
 
@@ -160,7 +174,8 @@ class ChildPool:
 
     Works under asyncio and trio. Use it as an async context manager (or ``await
     tg.start(pool.run)``). A child is replaced after ``maximum_jobs_per_worker`` jobs, after
-    a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
+    a job that left its process tree holding more than ``maximum_rss_per_worker`` bytes (a
+    leak: checked after each job when set), after a job that had a time limit (see :func:`chancy.supervisor.child.arm_cpu_limit`), when it
     dies, sends a bad frame, is stopped or cancelled, or breaks a limit.
 
     Limits are enforced from outside by a monitor per busy child with a limit: every
@@ -183,6 +198,7 @@ class ChildPool:
         size: int = 1,
         *,
         maximum_jobs_per_worker: int = 100,
+        maximum_rss_per_worker: int | None = None,
         initializer: str | None = None,
         monitor_interval: float = 0.05,
         stop_grace: float = 1.0,
@@ -196,14 +212,27 @@ class ChildPool:
         start_timeout: float = 10.0,
         idle_check_interval: float = 0.5,
         private_shm: bool = True,
+        start_method: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        if start_method is None:
+            start_method = default_start_method()
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}")
         if size < 1:
             raise ValueError("size must be at least 1")
         if maximum_jobs_per_worker < 1:
             raise ValueError("maximum_jobs_per_worker must be at least 1")
+        if maximum_rss_per_worker is not None and (
+            isinstance(maximum_rss_per_worker, bool)
+            or not isinstance(maximum_rss_per_worker, int)
+            or maximum_rss_per_worker < 1
+        ):
+            raise ValueError("maximum_rss_per_worker must be a positive number of bytes or None")
         self.size = size
         self.maximum_jobs_per_worker = maximum_jobs_per_worker
+        #: A child whose tree holds more than this many bytes after a job is replaced.
+        self.maximum_rss_per_worker = maximum_rss_per_worker
         self.initializer = initializer
         self.monitor_interval = monitor_interval
         self.stop_grace = stop_grace
@@ -220,6 +249,11 @@ class ChildPool:
         #: Each child gets a /dev/shm of its own where it may (root), freed with it.
         self.private_shm = private_shm
         self.logger = logger or logging.getLogger("chancy.supervisor")
+        #: "forkserver" or "spawn" (see `START_METHODS`).
+        self.start_method = start_method
+        self._forkserver: ForkServer | None = None
+        self._forkserver_lock = anyio.Lock()
+        self._forkserver_failed_at = -math.inf
         self._slots = [_Slot(i) for i in range(size)]
         self._free_send, self._free_receive = anyio.create_memory_object_stream[_Slot](size)
         self._running: dict[str, _Running] = {}
@@ -230,8 +264,9 @@ class ChildPool:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._used = False
         self._watchdog = Watchdog(self.logger)
-        #: Children replaced, by reason: "recycled" (maximum_jobs_per_worker), "limit" (a
-        #: memory or time limit), "cancelled", "died" (busy or idle), "stuck" (never took a job).
+        #: Children replaced, by reason: "recycled" (maximum_jobs_per_worker), "rss" (over
+        #: maximum_rss_per_worker after a job), "limit" (a memory or time limit), "cancelled",
+        #: "died" (busy or idle), "stuck" (never took a job).
         self.restarts: collections.Counter[str] = collections.Counter()
         #: Where children get cgroups of their own (None: tree walking and sessions only).
         self.cgroups: Cgroups | None = None
@@ -250,6 +285,8 @@ class ChildPool:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._closing = False
+                if self.start_method == "forkserver":
+                    await self._fork_server()
                 for slot in self._slots:
                     tg.start_soon(self._warm, slot)
                 tg.start_soon(self._watch_idle)
@@ -259,8 +296,13 @@ class ChildPool:
                     self._closing = True
                     with anyio.CancelScope(shield=True):
                         await self._stop_children()
+                        if self._forkserver is not None:
+                            await self._forkserver.close()
                     tg.cancel_scope.cancel()
         finally:
+            if self._forkserver is not None:
+                await self._forkserver.close()
+                self._forkserver = None
             await self._watchdog.close()
             if self.cgroups is not None:
                 self.cgroups.close()
@@ -316,11 +358,67 @@ class ChildPool:
 
     # -- children ----------------------------------------------------------------------
 
+    async def _fork_server(self) -> ForkServer | None:
+        """The running fork server, started (again) if need be; None: spawn this child."""
+        server = self._forkserver
+        if server is not None and not server.gone:
+            return server
+        if self._tg is None or self._closing:
+            return None
+        async with self._forkserver_lock:
+            server = self._forkserver
+            if server is not None and not server.gone:
+                return server
+            if anyio.current_time() - self._forkserver_failed_at < FORKSERVER_RETRY:
+                return None
+            if server is not None:
+                self._forkserver = None
+                await server.close()
+                self._watchdog.remove(server.pid or 0)
+                self.logger.warning("starting a new fork server for the child workers")
+            server = ForkServer(
+                self.logger,
+                sys_path=self.sys_path,
+                extra_env=self.extra_env,
+                private_shm=self.private_shm,
+                timeout=min(self.handshake_timeout, 30.0),
+            )
+            try:
+                await server.start(self._tg)
+            except (ChildStartError, OSError) as exc:
+                self._forkserver_failed_at = anyio.current_time()
+                self.logger.error(
+                    "could not start a fork server (%s); starting child workers as fresh "
+                    "interpreters for the next %.0f s",
+                    exc,
+                    FORKSERVER_RETRY,
+                )
+                return None
+            if server.pid is not None:
+                self._watchdog.add(server.pid)
+            self._forkserver = server
+            return server
+
     async def _spawn(self) -> ChildProcess:
         if self._tg is None:
             raise PoolClosed("the pool is not running")
         began = anyio.current_time()
-        child = await ChildProcess.spawn(
+        server = await self._fork_server() if self.start_method == "forkserver" else None
+        try:
+            child = await self._start_child(server)
+        except (ChildStartError, OSError):
+            if server is None or not server.gone:
+                raise  # the child's own failure (its handshake, its initializer)
+            # The fork server died under the request: once more, from a new one (or fresh).
+            child = await self._start_child(await self._fork_server())
+        self._watchdog.add(child.pid)
+        child.on_gone = self._watchdog.remove
+        self._spawn_seconds = 0.7 * self._spawn_seconds + 0.3 * (anyio.current_time() - began)
+        return child
+
+    async def _start_child(self, server: ForkServer | None) -> ChildProcess:
+        assert self._tg is not None
+        return await ChildProcess.spawn(
             self._tg,
             sys_path=self.sys_path,
             initializer=self.initializer,
@@ -331,11 +429,8 @@ class ChildPool:
             logger=self.logger,
             cgroups=self.cgroups,
             private_shm=self.private_shm,
+            forkserver=server,
         )
-        self._watchdog.add(child.pid)
-        child.on_gone = self._watchdog.remove
-        self._spawn_seconds = 0.7 * self._spawn_seconds + 0.3 * (anyio.current_time() - began)
-        return child
 
     async def _warm(self, slot: _Slot) -> None:
         """Start a child for *slot* in the background, then offer the slot."""
@@ -587,6 +682,18 @@ class ChildPool:
             )
             if retire:
                 self.restarts[_restart_reason(running, outcome)] += 1
+            elif self.maximum_rss_per_worker is not None:
+                rss = await anyio.to_thread.run_sync(child.memory, limiter=thread_limiter())
+                if rss > self.maximum_rss_per_worker:
+                    retire = True
+                    self.restarts["rss"] += 1
+                    self.logger.info(
+                        "worker process %d holds %d MiB after job %s (over %d MiB): replacing it",
+                        child.pid,
+                        rss // MiB,
+                        job_id,
+                        self.maximum_rss_per_worker // MiB,
+                    )
             return outcome
         finally:
             self._waiting.pop(job_id, None)

@@ -85,7 +85,7 @@ class ChildProcess:
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        popen: subprocess.Popen[bytes] | Forked,
         process: psutil.Process,
         frames: FrameStream,
         output: SocketStream,
@@ -123,51 +123,92 @@ class ChildProcess:
         logger: logging.Logger | None = None,
         cgroups: Cgroups | None = None,
         private_shm: bool = False,
+        forkserver: ForkServer | None = None,
     ) -> ChildProcess:
-        """Start a child, pump its output into *task_group*, and complete the handshake."""
+        """Start a child, pump its output into *task_group*, and complete the handshake.
+
+        With *forkserver*, the child is forked by that template (which was started with the
+        same environment and ``sys.path``) instead of started as a fresh interpreter.
+        """
         logger = logger or logging.getLogger("chancy.supervisor")
         path = list(sys.path if sys_path is None else sys_path)
         channel, child_channel = socket.socketpair()
         output, child_output = socket.socketpair()
+        popen: subprocess.Popen[bytes] | Forked
         try:
-            # Popen in the loop's thread on purpose (see the class docstring): a fork+exec
-            # of a few ms, and no worker thread whose exit could signal the child.
-            popen = subprocess.Popen(  # noqa: ASYNC220
-                [
-                    sys.executable,
-                    "-P",  # no cwd or script dir in front: chancy comes from PYTHONPATH
-                    "-u",
-                    "-m",
-                    "chancy.supervisor.child",
-                    "--fd",
-                    str(child_channel.fileno()),
-                    "--parent",
-                    str(os.getpid()),
-                    *(["--private-shm"] if private_shm else []),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=child_output.fileno(),
-                stderr=child_output.fileno(),
-                pass_fds=(child_channel.fileno(),),
-                close_fds=True,
-                start_new_session=True,
-                env=child_environment(path, extra=extra_env),
-            )
+            if forkserver is not None:
+                popen = await forkserver.fork(child_channel, child_output)
+            else:
+                popen = cls._popen(path, child_channel, child_output, extra_env, private_shm)
         except BaseException:
-            for s in (channel, child_channel, output, child_output):
-                s.close()
+            channel.close()
+            output.close()
             raise
         finally:
             child_channel.close()
             child_output.close()
-        process = psutil.Process(popen.pid)
+        try:
+            process = psutil.Process(popen.pid)
+        except psutil.Error:
+            channel.close()
+            output.close()
+            code = popen.poll()
+            how = describe_returncode(code) if code is not None else "gone"
+            raise ChildStartError(f"child {popen.pid} {how} before its handshake") from None
         frames = FrameStream(
             SocketStream(channel), max_size=max_frame_size, frame_timeout=frame_timeout
         )
         output_stream = SocketStream(output)
         child = cls(popen, process, frames, output_stream, logger)
+        return await child._handshake(
+            task_group, path, initializer, handshake_timeout, cgroups, logger
+        )
+
+    @staticmethod
+    def _popen(
+        path: list[str],
+        child_channel: socket.socket,
+        child_output: socket.socket,
+        extra_env: Mapping[str, str] | None,
+        private_shm: bool,
+    ) -> subprocess.Popen[bytes]:
+        """Start a fresh interpreter on the child's ends of the sockets."""
+        # Popen in the loop's thread on purpose (see the class docstring): a fork+exec
+        # of a few ms, and no worker thread whose exit could signal the child.
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-P",  # no cwd or script dir in front: chancy comes from PYTHONPATH
+                "-u",
+                "-m",
+                "chancy.supervisor.child",
+                "--fd",
+                str(child_channel.fileno()),
+                "--parent",
+                str(os.getpid()),
+                *(["--private-shm"] if private_shm else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=child_output.fileno(),
+            stderr=child_output.fileno(),
+            pass_fds=(child_channel.fileno(),),
+            close_fds=True,
+            start_new_session=True,
+            env=child_environment(path, extra=extra_env),
+        )
+
+    async def _handshake(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        path: list[str],
+        initializer: str | None,
+        handshake_timeout: float,
+        cgroups: Cgroups | None,
+        logger: logging.Logger,
+    ) -> ChildProcess:
+        child = self
         if cgroups is not None:  # before the handshake: no job code has run yet
-            child.cgroup = cgroups.for_child(popen.pid)
+            child.cgroup = cgroups.for_child(child.pid)
         task_group.start_soon(child._pump_output)
         try:
             with anyio.fail_after(handshake_timeout):
@@ -177,8 +218,8 @@ class ChildProcess:
                     supervisor_pid=os.getpid(),
                     initializer=initializer,
                 )
-                await frames.send(hello)
-                answer = await frames.receive()
+                await child.frames.send(hello)
+                answer = await child.frames.receive()
         except BaseException as exc:
             await child.kill()
             if isinstance(exc, TimeoutError):
@@ -425,5 +466,238 @@ class Watchdog:
                 while popen.poll() is None:  # noqa: ASYNC110 - a process exit has no event here
                     await anyio.sleep(0.005)
             if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+
+
+class Forked:
+    """A child forked by a :class:`ForkServer`: the part of :class:`subprocess.Popen` the
+    pool uses (``pid``, ``poll()``, ``returncode``), fed by the template's exit reports."""
+
+    def __init__(self, pid: int, server: ForkServer) -> None:
+        self.pid = pid
+        self._server = server
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            self._code = self._server.exit_code(self.pid)
+        return self._code
+
+
+class ForkServer:
+    """The supervisor's end of a pool's fork server (:mod:`chancy.supervisor._forkserver`).
+
+    Started like a child (in the event loop's thread, scrubbed environment, own session),
+    it forks each new child on :meth:`fork`. Its children are reaped by it; their exit codes
+    come back as reports and are read by :meth:`exit_code`. If it dies, :attr:`gone` turns
+    true, a warning is logged, and a child it forked whose exit was not reported counts as
+    killed by ``SIGKILL`` once it is gone (its ``PR_SET_PDEATHSIG``).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        sys_path: list[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        private_shm: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self._logger = logger
+        self._path = list(sys.path if sys_path is None else sys_path)
+        self._extra_env = extra_env
+        self._private_shm = private_shm
+        self._timeout = timeout
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._codes: dict[int, int] = {}
+        self._forked: dict[int, psutil.Process] = {}
+        self._lock = anyio.Lock()
+        self._ready = anyio.Event()
+        self._reply: bytes | None = None
+        self._replied: anyio.Event | None = None
+        self._closing = False
+        #: True once the template is gone (or could not be started).
+        self.gone = False
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the template and wait until it is ready (:class:`ChildStartError` if not)."""
+        from . import _forkserver
+
+        control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        output, their_output = socket.socketpair()
+        try:
+            # In the loop's thread, like a child: its PR_SET_PDEATHSIG follows this thread.
+            self._popen = subprocess.Popen(  # noqa: ASYNC220
+                [
+                    sys.executable,
+                    "-P",
+                    "-u",
+                    "-m",
+                    _forkserver.__name__,
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--parent",
+                    str(os.getpid()),
+                    *(["--private-shm"] if self._private_shm else []),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=their_output.fileno(),
+                stderr=their_output.fileno(),
+                pass_fds=(theirs.fileno(),),
+                close_fds=True,
+                start_new_session=True,
+                env=child_environment(self._path, extra=self._extra_env),
+            )
+        except BaseException:
+            control.close()
+            output.close()
+            self.gone = True
+            raise
+        finally:
+            theirs.close()
+            their_output.close()
+        control.setblocking(False)
+        self._control = control
+        task_group.start_soon(self._pump, SocketStream(output))
+        task_group.start_soon(self._read)
+        with anyio.move_on_after(self._timeout):
+            await self._ready.wait()
+        if not self._ready.is_set() or self.gone:
+            await self.close()
+            raise ChildStartError(f"the fork server did not start within {self._timeout} s")
+        self._logger.debug("fork server %d ready", self._popen.pid)
+
+    async def _pump(self, output: SocketStream) -> None:
+        pending = b""
+        try:
+            async with output:
+                async for chunk in output:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        self._logger.warning(
+                            "fork server %s: %s", self.pid, line.decode("utf-8", "replace")
+                        )
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def _read(self) -> None:
+        control = self._control
+        assert control is not None
+        ended = False  # by end-of-file or an error, not by cancellation
+        try:
+            while True:
+                try:
+                    data = control.recv(256)
+                except BlockingIOError:
+                    await anyio.wait_readable(control)
+                    continue
+                if not data:
+                    break
+                kind, _, rest = data.partition(b" ")
+                if kind == b"X":
+                    pid, code = (int(x) for x in rest.split())
+                    self._codes[pid] = code
+                    self._forked.pop(pid, None)
+                elif kind in (b"P", b"E") and self._replied is not None:
+                    self._reply = data
+                    self._replied.set()
+                elif kind == b"R":
+                    self._ready.set()
+            ended = True
+        except (OSError, ValueError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            ended = True
+        finally:
+            self.gone = True
+            if self._replied is not None:
+                self._replied.set()
+            if ended and not self._closing:
+                with anyio.move_on_after(1.0):  # its exit follows its socket's end at once
+                    while self._popen is not None and self._popen.poll() is None:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)
+                status = self._popen.poll() if self._popen is not None else None
+                how = describe_returncode(status) if status is not None else "closed its socket"
+                self._logger.warning(
+                    "the fork server %s %s; the children it forked die with it, new ones "
+                    "come from a new fork server",
+                    self.pid,
+                    how,
+                )
+
+    async def fork(self, channel: socket.socket, output: socket.socket) -> Forked:
+        """Fork a child on the given ends of its sockets (the caller closes its copies)."""
+        async with self._lock:
+            control = self._control
+            if self.gone or control is None:
+                raise ChildStartError("the fork server is gone")
+            self._reply = None
+            self._replied = anyio.Event()
+            fds = [channel.fileno(), output.fileno()]
+            while True:
+                try:
+                    socket.send_fds(control, [b"F"], fds)
+                    break
+                except BlockingIOError:
+                    await anyio.wait_writable(control)
+                except OSError as exc:
+                    raise ChildStartError(f"the fork server is unreachable: {exc}") from exc
+            with anyio.move_on_after(self._timeout):
+                await self._replied.wait()
+            reply, self._reply, self._replied = self._reply, None, None
+        if reply is None:
+            if not self.gone:
+                self._logger.warning("the fork server %s did not answer; stopping it", self.pid)
+                await self.close()
+            raise ChildStartError("the fork server did not fork a child")
+        kind, _, rest = reply.partition(b" ")
+        if kind != b"P":
+            raise ChildStartError(
+                f"the fork server could not fork: {rest.decode(errors='replace')}"
+            )
+        pid = int(rest)
+        if pid not in self._codes:  # (else it is gone already)
+            with contextlib.suppress(psutil.Error):
+                self._forked[pid] = psutil.Process(pid)
+        return Forked(pid, self)
+
+    def exit_code(self, pid: int) -> int | None:
+        """How child *pid* exited, or None while it runs (the report is consumed)."""
+        code = self._codes.pop(pid, None)
+        if code is not None or not self.gone:
+            return code
+        # The template died: the kernel killed its children (PR_SET_PDEATHSIG) and init
+        # reaps them. Gone means SIGKILL.
+        proc = self._forked.get(pid)
+        if proc is not None and _tree.still_alive([proc]):
+            return None
+        self._forked.pop(pid, None)
+        return -signal.SIGKILL
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """End the template (its end-of-file) and reap it; shielded."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            control, self._control = self._control, None
+            if control is not None:
+                anyio.notify_closing(control)
+                control.close()
+            popen = self._popen
+            if popen is None:
+                return
+            with anyio.move_on_after(timeout):
+                while popen.poll() is None:  # noqa: ASYNC110 - a process exit has no event here
+                    await anyio.sleep(0.005)
+            if popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(popen.pid, signal.SIGKILL)
                 popen.kill()
                 popen.wait()

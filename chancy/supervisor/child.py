@@ -1,6 +1,8 @@
 """The child worker bootloader: ``python -m chancy.supervisor.child --fd N --parent PID``.
 
-A fresh interpreter started by the supervisor (never a ``fork`` of it). Before any job code
+A fresh interpreter started by the supervisor (never a ``fork`` of it), or a fork of the
+pool's fork server (:mod:`chancy.supervisor._forkserver`), a clean single-threaded template
+that has imported this module and nothing of the user's. Before any job code
 is imported it hardens itself:
 
 * ``RLIMIT_CORE`` = 0 (soft and hard): a crashing job dumps no core.
@@ -341,9 +343,18 @@ def _reader(frames: BlockingFrames, inbox: queue.SimpleQueue[RunJob | Shutdown])
             os._exit(EXIT_PROTOCOL_ERROR)
 
 
-def serve(fd: int, parent_pid: int, *, private_shm: bool = False) -> int:
-    """Handshake, then run jobs until told to shut down. Returns the exit code."""
+def serve(
+    fd: int, parent_pid: int, *, supervisor_pid: int | None = None, private_shm: bool = False
+) -> int:
+    """Handshake, then run jobs until told to shut down. Returns the exit code.
+
+    *parent_pid* is this process's parent: the supervisor, or the fork server that forked it
+    (:mod:`chancy.supervisor._forkserver`), in which case *supervisor_pid* is the
+    supervisor's, which the handshake must come from.
+    """
     harden(parent_pid, private_shm=private_shm)
+    if supervisor_pid is None:
+        supervisor_pid = parent_pid
     frames = BlockingFrames(fd)
     try:
         hello = frames.receive()
@@ -356,8 +367,8 @@ def serve(fd: int, parent_pid: int, *, private_shm: bool = False) -> int:
         exc = RuntimeError(f"protocol mismatch: child speaks {PROTOCOL_VERSION}, got {got}")
         frames.send(Fatal(error=error_info(exc)))
         return EXIT_FATAL
-    if hello.supervisor_pid != parent_pid:
-        exc = RuntimeError(f"hello from pid {hello.supervisor_pid}, expected {parent_pid}")
+    if hello.supervisor_pid != supervisor_pid:
+        exc = RuntimeError(f"hello from pid {hello.supervisor_pid}, expected {supervisor_pid}")
         frames.send(Fatal(error=error_info(exc)))
         return EXIT_FATAL
     sys.path[:] = hello.sys_path

@@ -12,10 +12,21 @@ def noop() -> None:
     return None
 
 
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def record(path: str) -> None:
-    """Append ``pid:parent pid`` to `path` (a job in a child process names its worker too)."""
+    """Append ``pid:parent pid:grandparent pid`` to `path` (a job in a child process names
+    its worker too: its parent, or its grandparent when the child was forked by the
+    worker's fork server)."""
+    parent = os.getppid()
     with open(path, "a") as f:
-        f.write(f"{os.getpid()}:{os.getppid()}\n")
+        f.write(f"{os.getpid()}:{parent}:{_parent_of(parent)}\n")
 
 
 def slow_first(path: str, seconds: float = 60) -> None:

@@ -36,6 +36,44 @@ def segfault() -> None:
     ctypes.string_at(0)
 
 
+_leaked: list[bytes] = []
+
+
+def hygiene() -> dict[str, object]:
+    """What the child set up before this job: its parent-death signal, core limit, cgroup."""
+    sig = ctypes.c_int(0)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+    import resource
+
+    with open("/proc/self/cgroup") as f:
+        cgroups = f.read()
+    return {
+        "pdeathsig": sig.value,
+        "core": list(resource.getrlimit(resource.RLIMIT_CORE)),
+        "cgroup": cgroups,
+        "sid": os.getsid(0),
+        "pid": os.getpid(),
+        "stdin": os.readlink("/proc/self/fd/0"),
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    }
+
+
+_calls = 0
+
+
+def count_calls() -> int:
+    """How many times this process ran this job (module state survives between jobs)."""
+    global _calls
+    _calls += 1
+    return _calls
+
+
+def leaks(mib: int = 60) -> int:
+    """Keep *mib* MiB (touched) alive in the child after returning: a leak; the child's RSS."""
+    _leaked.append(b"\x01" * (mib * MiB))
+    return _rss()
+
+
 def wait_forever(pid_file: str) -> None:
     """Write our pid where the test can find it, then block (to be killed from outside)."""
     Path(pid_file).write_text(str(os.getpid()))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from supervisor_helpers import gone
 from support import wait_until
@@ -15,22 +16,26 @@ from support import wait_until
 SCRIPT = Path(__file__).with_name("parent_script.py")
 
 
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
 @pytest.mark.parametrize(
     ("backend", "job"),
     [
         ("asyncio", "wait_forever"),
         ("trio", "wait_forever"),
         # Spinning in C with the GIL held, the child cannot even notice the channel's EOF:
-        # only PR_SET_PDEATHSIG gets it.
+        # only PR_SET_PDEATHSIG gets it (a forked child's parent is the fork server, whose
+        # own PR_SET_PDEATHSIG follows the supervisor: the kernel kills both in turn).
         ("asyncio", "spin_in_c"),
         # The job's own subprocess is reparented to init: the pool's watchdog kills it.
         ("trio", "fork_and_wait"),
     ],
 )
 def test_children_exit_when_the_supervisor_is_sigkilled(
-    tmp_path: Path, backend: str, job: str
+    tmp_path: Path, backend: str, job: str, method: str
 ) -> None:
-    supervisor = subprocess.Popen([sys.executable, str(SCRIPT), backend, str(tmp_path), job])
+    supervisor = subprocess.Popen(
+        [sys.executable, str(SCRIPT), backend, str(tmp_path), job, method]
+    )
     children_file = tmp_path / "children"
     children: list[int] = []
     try:
@@ -42,6 +47,12 @@ def test_children_exit_when_the_supervisor_is_sigkilled(
         grandchild_file = tmp_path / "busy.grandchild"
         if grandchild_file.exists():
             children.append(int(grandchild_file.read_text()))
+        template_file = tmp_path / "forkserver"
+        assert template_file.exists() == (method == "forkserver")
+        if method == "forkserver":
+            template = int(template_file.read_text())
+            assert all(psutil.Process(pid).ppid() == template for pid in children[:2])
+            children.append(template)
         assert not any(gone(pid) for pid in children)
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait(5)

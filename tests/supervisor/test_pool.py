@@ -399,6 +399,26 @@ async def test_restart_after_maximum_jobs() -> None:
     assert len({pids[0], pids[2], pids[4]}) == 3
 
 
+async def test_a_child_over_its_rss_threshold_is_replaced_after_its_job() -> None:
+    async with pool(maximum_rss_per_worker=100 * MiB) as p:
+        first = await run(p, "leaks", mib=60)  # ~80 MiB: under
+        second = await run(p, "leaks", mib=60)  # ~140 MiB: over, replaced after the job
+        assert p.restarts == {"rss": 1}  # counted for chancy_child_restarts_total{reason="rss"}
+        third = await run(p, "leaks", mib=1)
+        await wait_gone(second.pid)
+    assert first.ok
+    assert second.ok  # the job that crossed the threshold still succeeded
+    assert json.loads(first.result or b"0") < 100 * MiB < json.loads(second.result or b"0")
+    assert first.pid == second.pid != third.pid
+    assert json.loads(third.result or b"0") < 100 * MiB  # a fresh child: the leak is gone
+
+
+def test_the_rss_threshold_is_validated() -> None:
+    for bad in (0, -1, 1.5, True, "100"):
+        with pytest.raises(ValueError, match="maximum_rss_per_worker"):
+            ChildPool(1, maximum_rss_per_worker=bad)  # type: ignore[arg-type]
+
+
 async def test_print_does_not_break_the_channel(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="chancy.supervisor")
     async with pool() as p:
@@ -540,11 +560,15 @@ async def test_a_child_that_cannot_start_explains_why(tmp_path: Path) -> None:
 
 
 def child_pids() -> set[int]:
-    """This process's child worker processes (not the watchdog)."""
+    """This process's child worker processes (not the watchdog, nor the fork server, whose
+    children, forked from it, are the workers)."""
     found = set()
-    for proc in psutil.Process().children():
+    for proc in psutil.Process().children(recursive=True):
         try:
-            if "chancy.supervisor.child" in proc.cmdline() and not gone(proc.pid):
+            cmdline = proc.cmdline()
+            fresh = "chancy.supervisor.child" in cmdline
+            forked = "chancy.supervisor._forkserver" in cmdline and proc.ppid() != os.getpid()
+            if (fresh or forked) and not gone(proc.pid):
                 found.add(proc.pid)
         except psutil.Error:
             continue
@@ -586,6 +610,10 @@ async def test_replacement_is_spawned_while_the_last_job_runs(tmp_path: Path) ->
 
 async def test_an_unused_replacement_is_stopped_after_spare_linger() -> None:
     async with pool(maximum_jobs_per_worker=3, spare_linger=0.2) as p:
+        # A slow spawn, as far as the pool knows: two jobs left are then close enough to
+        # start the replacement whatever the machine's load (a fork is fast, a loaded
+        # machine's jobs slow: the pace rule alone would make this test timing-dependent).
+        p._spawn_seconds = 10.0
         first = await run(p, "returns")
         second = await run(p, "returns")  # two jobs in quick succession: one left, foresee
         (spare,) = await wait_children(2) - {first.pid}

@@ -162,3 +162,27 @@ async def test_pass_env_reaches_children(
     assert done.state == QueuedJob.State.SUCCEEDED, done
     seen = json.loads(out.read_text())
     assert seen == {"CHANCY_T_SETTINGS_DSN": "postgresql://passed", "CHANCY_T_SECRET": None}
+
+
+async def test_a_leaking_job_gets_its_child_replaced(chancy: Chancy) -> None:
+    from chancy.metrics import child_restarts
+
+    await chancy.declare(
+        Queue(
+            "leaky",
+            concurrency=1,
+            executor=Chancy.Executor.Process,
+            executor_options={"maximum_rss_per_worker": 100 * MiB},
+            polling_interval=1,
+        )
+    )
+    async with Worker(chancy, register_signal_handlers=False, shutdown_timeout=5) as w:
+        rss = []
+        for _ in range(3):
+            leak = Job(func=f"{JOBS}.leaks", queue="leaky", kwargs={"mib": 60})
+            done = await finished(chancy, leak)
+            assert done.state == QueuedJob.State.SUCCEEDED
+            rss.append(done.result)
+        assert child_restarts(w) == {("leaky", "rss"): 1}
+    assert rss[0] < 100 * MiB < rss[1]  # the second job crossed it: its child was replaced
+    assert rss[2] < 100 * MiB  # the third ran in a fresh child
