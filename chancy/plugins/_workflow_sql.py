@@ -159,7 +159,7 @@ DECLARE
     c_wf uuid[];
     r_wf uuid[]; r_name text[]; r_was text[];
     x_wf uuid[];
-    n integer;
+    v_woken integer;
 BEGIN
     IF coalesce(current_setting({guc}, true), '') <> 'on' THEN
         RETURN NULL;
@@ -241,7 +241,7 @@ BEGIN
                 json_build_array(queue))::text)
             FROM (SELECT DISTINCT queue FROM rel) r
         )
-        SELECT count(*) INTO n FROM woken;
+        SELECT count(*) INTO v_woken FROM woken;
 
         -- The waiting dependents of a failed step (of a workflow that does not continue on
         -- failure), and theirs, are cancelled.
