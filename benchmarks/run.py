@@ -47,6 +47,7 @@ WORKLOADS = {
     "steady": "benchmarks.steady",
     "process": "benchmarks.process_drain",
     "limits": "benchmarks.limits",
+    "workflow": "benchmarks.workflow",
 }
 
 

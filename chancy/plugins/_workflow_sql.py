@@ -43,6 +43,7 @@ def names(t: Tables) -> dict[str, sql.Composable]:
         "inbox": t("workflow_inbox"),
         "row_fn": t("workflow_row_fn"),
         "stmt_fn": t("workflow_stmt_fn"),
+        "work_fn": t("workflow_work_fn"),
         "row_trg": t("workflow_row_trg"),
         "stmt_trg": t("workflow_stmt_trg"),
         "guc": sql.Literal(f"chancy.wf_{t.prefix}"),
@@ -118,7 +119,20 @@ def v1_up(t: Tables) -> list[sql.Composable]:
             END
             $fn$""",
         ),
-        q(t, _STATEMENT_FUNCTION),
+        q(t, _WORK_FUNCTION),
+        # What every UPDATE OF state on the jobs table pays: one call and a setting read.
+        q(
+            t,
+            """
+            CREATE FUNCTION {stmt_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+            BEGIN
+                IF current_setting({guc}, true) = 'on' THEN
+                    PERFORM {work_fn}();
+                END IF;
+                RETURN NULL;
+            END
+            $fn$""",
+        ),
         # Plain jobs pay the WHEN alone (two comparisons and a key lookup in a small jsonb).
         q(
             t,
@@ -143,6 +157,7 @@ def v1_down(t: Tables) -> list[sql.Composable]:
         q(t, "DROP TRIGGER IF EXISTS {stmt_trg} ON {jobs}"),
         q(t, "DROP TRIGGER IF EXISTS {row_trg} ON {jobs}"),
         q(t, "DROP FUNCTION IF EXISTS {stmt_fn}()"),
+        q(t, "DROP FUNCTION IF EXISTS {work_fn}()"),
         q(t, "DROP FUNCTION IF EXISTS {row_fn}()"),
         q(t, "DROP TABLE IF EXISTS {inbox}"),
         q(t, "DROP TABLE IF EXISTS {steps}"),
@@ -150,26 +165,29 @@ def v1_down(t: Tables) -> list[sql.Composable]:
     ]
 
 
-# The statement trigger. Each SQL statement below sees the effects of the ones before it.
-_STATEMENT_FUNCTION = """
-CREATE FUNCTION {stmt_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+# The statement trigger's work. Each SQL statement below sees the effects of the ones before
+# it. Its tables are small per workflow but their statistics are rarely fresh (a workflow is
+# pushed and run within seconds), so the plans are pinned to index probes and nested loops: the
+# work stays proportional to the edges of the steps at hand, never to the workflow's size.
+_WORK_FUNCTION = """
+CREATE FUNCTION {work_fn}() RETURNS void LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off SET jit = off
+AS $fn$
 DECLARE
     e_id uuid[]; e_state text[]; e_old text[];
-    f_wf uuid[]; f_name text[]; f_state text[];
+    f_wf uuid[]; f_name text[]; f_state text[]; f_job uuid[];
     c_wf uuid[];
-    r_wf uuid[]; r_name text[]; r_was text[];
+    r_wf uuid[]; r_name text[]; r_was text[]; r_job uuid[];
     x_wf uuid[];
     v_woken integer;
 BEGIN
-    IF coalesce(current_setting({guc}, true), '') <> 'on' THEN
-        RETURN NULL;
-    END IF;
     PERFORM set_config({guc}, '', true);
     WITH d AS (DELETE FROM {inbox} RETURNING job_id, state, old_state)
     SELECT array_agg(job_id), array_agg(state), array_agg(old_state)
     INTO e_id, e_state, e_old FROM d;
     IF e_id IS NULL THEN
-        RETURN NULL;
+        RETURN;
     END IF;
 
     IF EXISTS (SELECT 1 FROM unnest(e_state) s WHERE s <> 'running') THEN
@@ -191,18 +209,18 @@ BEGIN
         FROM unnest(e_id, e_state) e(id, state)
         WHERE s.job_id = e.id AND e.state IN ('succeeded', 'failed')
           AND s.state NOT IN ('succeeded', 'failed', 'cancelled')
-        RETURNING s.workflow_id, s.name, s.state
+        RETURNING s.workflow_id, s.name, s.state, s.job_id
     )
-    SELECT array_agg(workflow_id), array_agg(name), array_agg(state)
-    INTO f_wf, f_name, f_state FROM fin;
+    SELECT array_agg(workflow_id), array_agg(name), array_agg(state), array_agg(job_id)
+    INTO f_wf, f_name, f_state, f_job FROM fin;
 
     IF f_wf IS NOT NULL THEN
         -- Count down the dependents; those at zero become due, with their inputs.
         WITH edge AS (
             SELECT f.wf, d.name, count(*)::integer AS n
-            FROM unnest(f_wf, f_name, f_state) f(wf, name, state)
+            FROM unnest(f_wf, f_job, f_state) f(wf, job, state)
             JOIN {workflows} w ON w.id = f.wf
-            JOIN {steps} s ON s.workflow_id = f.wf AND s.name = f.name
+            JOIN {steps} s ON s.job_id = f.job
             CROSS JOIN LATERAL unnest(s.dependents) d(name)
             WHERE f.state = 'succeeded' OR w.continue_on_failure
             GROUP BY f.wf, d.name
@@ -227,11 +245,17 @@ BEGIN
                     coalesce((
                         SELECT jsonb_object_agg(i.key, ij.result)
                         FROM jsonb_each_text(dec.inputs) i(key, step)
-                        JOIN {steps} isp ON isp.workflow_id = dec.workflow_id AND isp.name = i.step
-                        JOIN {jobs} ij ON ij.id = isp.job_id
-                        WHERE isp.state = 'succeeded'), '{{}}'::jsonb) AS args
+                        CROSS JOIN LATERAL (
+                            SELECT d.job_id FROM {steps} d
+                            WHERE d.workflow_id = dec.workflow_id AND d.name = i.step
+                              AND d.state = 'succeeded'
+                            OFFSET 0) isp
+                        JOIN {jobs} ij ON ij.id = isp.job_id), '{{}}'::jsonb) AS args
                 FROM unnest(dec.dependencies) dn(name)
-                JOIN {steps} dep ON dep.workflow_id = dec.workflow_id AND dep.name = dn.name
+                CROSS JOIN LATERAL (
+                    SELECT d.name, d.state, d.position, d.job_id FROM {steps} d
+                    WHERE d.workflow_id = dec.workflow_id AND d.name = dn.name
+                    OFFSET 0) dep
                 LEFT JOIN {jobs} dj ON dj.id = dep.job_id
             ) info
             WHERE dec.remaining <= 0 AND j.id = dec.job_id AND j.state = 'pending'
@@ -248,16 +272,18 @@ BEGIN
         IF 'failed' = ANY(f_state) THEN
             WITH RECURSIVE down(wf, name) AS (
                 SELECT f.wf, d.name
-                FROM unnest(f_wf, f_name, f_state) f(wf, name, state)
+                FROM unnest(f_wf, f_job, f_state) f(wf, job, state)
                 JOIN {workflows} w ON w.id = f.wf AND NOT w.continue_on_failure
-                JOIN {steps} s ON s.workflow_id = f.wf AND s.name = f.name
+                JOIN {steps} s ON s.job_id = f.job
                 CROSS JOIN LATERAL unnest(s.dependents) d(name)
                 WHERE f.state = 'failed'
                 UNION
-                SELECT s.workflow_id, d.name FROM down
-                JOIN {steps} s ON s.workflow_id = down.wf AND s.name = down.name
+                SELECT down.wf, d.name FROM down
+                CROSS JOIN LATERAL (
+                    SELECT x.dependents FROM {steps} x
+                    WHERE x.workflow_id = down.wf AND x.name = down.name AND x.state = 'waiting'
+                    OFFSET 0) s
                 CROSS JOIN LATERAL unnest(s.dependents) d(name)
-                WHERE s.state = 'waiting'
             ), can AS (
                 UPDATE {steps} s SET state = 'cancelled' FROM down
                 WHERE s.workflow_id = down.wf AND s.name = down.name AND s.state = 'waiting'
@@ -320,27 +346,29 @@ BEGIN
             state = CASE WHEN r.n > 0 THEN 'waiting' ELSE 'ready' END
         FROM e, {steps} o, {workflows} w, LATERAL (
             SELECT count(*)::integer AS n FROM unnest(o.dependencies) dn(name)
-            JOIN {steps} ds ON ds.workflow_id = o.workflow_id AND ds.name = dn.name
+            CROSS JOIN LATERAL (
+                SELECT x.state FROM {steps} x
+                WHERE x.workflow_id = o.workflow_id AND x.name = dn.name OFFSET 0) ds
             WHERE NOT (ds.state = 'succeeded'
                        OR (w.continue_on_failure AND ds.state IN ('failed', 'cancelled')))
         ) r
-        WHERE s.job_id = e.id AND o.workflow_id = s.workflow_id AND o.name = s.name
+        WHERE s.job_id = e.id AND o.job_id = e.id
           AND w.id = s.workflow_id AND o.state IN ('succeeded', 'failed', 'cancelled')
         RETURNING s.workflow_id, s.name, s.job_id, r.n, o.state AS was
     ), hold AS (
         UPDATE {jobs} j SET scheduled_at = {waiting_at}
         FROM re WHERE j.id = re.job_id AND re.n > 0
     )
-    SELECT array_agg(workflow_id), array_agg(name), array_agg(was)
-    INTO r_wf, r_name, r_was FROM re;
+    SELECT array_agg(workflow_id), array_agg(name), array_agg(was), array_agg(job_id)
+    INTO r_wf, r_name, r_was, r_job FROM re;
 
     IF r_wf IS NOT NULL THEN
         UPDATE {steps} s SET remaining = s.remaining + x.n
         FROM (
             SELECT r.wf, d.name, count(*)::integer AS n
-            FROM unnest(r_wf, r_name, r_was) r(wf, name, was)
+            FROM unnest(r_wf, r_job, r_was) r(wf, job, was)
             JOIN {workflows} w ON w.id = r.wf
-            JOIN {steps} st ON st.workflow_id = r.wf AND st.name = r.name
+            JOIN {steps} st ON st.job_id = r.job
             CROSS JOIN LATERAL unnest(st.dependents) d(name)
             WHERE r.was = 'succeeded' OR w.continue_on_failure
             GROUP BY r.wf, d.name
@@ -349,25 +377,29 @@ BEGIN
 
         WITH RECURSIVE down(wf, name) AS (
             SELECT st.workflow_id, d.name
-            FROM unnest(r_wf, r_name) r(wf, name)
-            JOIN {steps} st ON st.workflow_id = r.wf AND st.name = r.name
+            FROM unnest(r_job) r(job)
+            JOIN {steps} st ON st.job_id = r.job
             CROSS JOIN LATERAL unnest(st.dependents) d(name)
             UNION
-            SELECT s.workflow_id, d.name FROM down
-            JOIN {steps} s ON s.workflow_id = down.wf AND s.name = down.name
+            SELECT down.wf, d.name FROM down
+            CROSS JOIN LATERAL (
+                SELECT x.dependents FROM {steps} x
+                WHERE x.workflow_id = down.wf AND x.name = down.name AND x.state = 'cancelled'
+                OFFSET 0) s
             CROSS JOIN LATERAL unnest(s.dependents) d(name)
-            WHERE s.state = 'cancelled'
         ), res AS (
             UPDATE {steps} s SET remaining = r.n,
                 state = CASE WHEN r.n > 0 THEN 'waiting' ELSE 'ready' END
             FROM down, {steps} o, {workflows} w, LATERAL (
                 SELECT count(*)::integer AS n FROM unnest(o.dependencies) dn(name)
-                JOIN {steps} ds ON ds.workflow_id = o.workflow_id AND ds.name = dn.name
+                CROSS JOIN LATERAL (
+                    SELECT x.state FROM {steps} x
+                    WHERE x.workflow_id = o.workflow_id AND x.name = dn.name OFFSET 0) ds
                 WHERE NOT (ds.state = 'succeeded'
                            OR (w.continue_on_failure AND ds.state = 'failed'))
             ) r
             WHERE s.workflow_id = down.wf AND s.name = down.name AND s.state = 'cancelled'
-              AND o.workflow_id = s.workflow_id AND o.name = s.name AND w.id = s.workflow_id
+              AND o.workflow_id = down.wf AND o.name = down.name AND w.id = down.wf
             RETURNING s.workflow_id, s.job_id, r.n
         ), rj AS (
             UPDATE {jobs} j SET state = 'pending', attempts = 0, started_at = NULL,
@@ -397,7 +429,7 @@ BEGIN
             updated_at = now()
         FROM counts c WHERE w.id = c.wf;
     END IF;
-    RETURN NULL;
+    RETURN;
 END
 $fn$
 """
