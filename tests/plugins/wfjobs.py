@@ -73,3 +73,8 @@ def sleepy(seconds: float) -> None:
 
 async def anoop() -> None:
     return None
+
+
+def on_row(x: str, user_id: int) -> list[Any]:
+    """A job pushed by the trigger plugin for a changed row."""
+    return [x, user_id]
