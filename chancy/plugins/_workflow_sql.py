@@ -105,15 +105,22 @@ def v1_up(t: Tables) -> list[sql.Composable]:
         # the transaction that wrote it (the statement trigger deletes what it handles).
         q(
             t,
-            "CREATE UNLOGGED TABLE {inbox} (job_id uuid NOT NULL, state text NOT NULL,"
-            " old_state text NOT NULL)",
+            "CREATE UNLOGGED TABLE {inbox} (workflow_id uuid NOT NULL, job_id uuid NOT NULL,"
+            " state text NOT NULL, old_state text NOT NULL)",
         ),
         q(
             t,
             """
             CREATE FUNCTION {row_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+            DECLARE
+                wf text := NEW.meta -> 'workflow' ->> 'id';
             BEGIN
-                INSERT INTO {inbox} (job_id, state, old_state) VALUES (NEW.id, NEW.state, OLD.state);
+                -- A "workflow" key of the user's own in meta is not a step.
+                IF wf IS NULL OR wf !~* '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' THEN
+                    RETURN NULL;
+                END IF;
+                INSERT INTO {inbox} (workflow_id, job_id, state, old_state)
+                VALUES (wf::uuid, NEW.id, NEW.state, OLD.state);
                 PERFORM set_config({guc}, 'on', true);
                 RETURN NULL;
             END
@@ -139,9 +146,9 @@ def v1_up(t: Tables) -> list[sql.Composable]:
             """
             CREATE TRIGGER {row_trg} AFTER UPDATE OF state ON {jobs}
             FOR EACH ROW WHEN (
-                OLD.state IS DISTINCT FROM NEW.state AND NEW.meta ? 'workflow'
-                AND (NEW.state IN ('succeeded', 'failed') OR OLD.state IN ('succeeded', 'failed')
-                     OR (NEW.state = 'running' AND OLD.attempts = 0)))
+                OLD.state IS DISTINCT FROM NEW.state
+                AND (NEW.state IN ('succeeded', 'failed') OR OLD.state IN ('succeeded', 'failed'))
+                AND NEW.meta ? 'workflow')
             EXECUTE FUNCTION {row_fn}()""",
         ),
         q(
@@ -175,7 +182,7 @@ SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
 SET enable_mergejoin = off SET jit = off
 AS $fn$
 DECLARE
-    e_id uuid[]; e_state text[]; e_old text[];
+    e_id uuid[]; e_state text[]; e_old text[]; e_wf uuid[];
     f_wf uuid[]; f_name text[]; f_state text[]; f_job uuid[];
     c_wf uuid[];
     r_wf uuid[]; r_name text[]; r_was text[]; r_job uuid[];
@@ -183,25 +190,16 @@ DECLARE
     v_woken integer;
 BEGIN
     PERFORM set_config({guc}, '', true);
-    WITH d AS (DELETE FROM {inbox} RETURNING job_id, state, old_state)
-    SELECT array_agg(job_id), array_agg(state), array_agg(old_state)
-    INTO e_id, e_state, e_old FROM d;
+    WITH d AS (DELETE FROM {inbox} RETURNING workflow_id, job_id, state, old_state)
+    SELECT array_agg(job_id), array_agg(state), array_agg(old_state),
+        array_agg(DISTINCT workflow_id)
+    INTO e_id, e_state, e_old, e_wf FROM d;
     IF e_id IS NULL THEN
         RETURN;
     END IF;
 
-    IF EXISTS (SELECT 1 FROM unnest(e_state) s WHERE s <> 'running') THEN
-        -- One writer per workflow at a time, always taken in id order.
-        PERFORM 1 FROM {workflows} w
-        WHERE w.id IN (SELECT s.workflow_id FROM {steps} s WHERE s.job_id = ANY(e_id))
-        ORDER BY w.id FOR UPDATE OF w;
-    END IF;
-
-    -- A workflow runs from the first claim of one of its steps.
-    UPDATE {workflows} w SET state = 'running', updated_at = now()
-    WHERE w.state = 'pending' AND w.id IN (
-        SELECT s.workflow_id FROM unnest(e_id, e_state) e(id, state)
-        JOIN {steps} s ON s.job_id = e.id WHERE e.state = 'running');
+    -- One writer per workflow at a time, always taken in id order.
+    PERFORM 1 FROM {workflows} w WHERE w.id = ANY(e_wf) ORDER BY w.id FOR UPDATE;
 
     -- Steps that finished (each counted once, whatever the path that finished it).
     WITH fin AS (

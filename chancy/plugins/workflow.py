@@ -574,6 +574,7 @@ async def _get_op(chancy: Chancy, conn: Conn, ref: WorkflowRef | str) -> Workflo
     if row is None:
         return None
     flow = _workflow_from_row(row)
+    started = False
     columns = text_job_columns("j")
     for name, job_id, deps, inputs, status, run_at, *job_row in await conn.fetchall(
         wsql.get_steps_query(chancy.tables, columns), params
@@ -595,6 +596,10 @@ async def _get_op(chancy: Chancy, conn: Conn, ref: WorkflowRef | str) -> Workflo
             status=status,
             queued_job=queued,
         )
+        started = started or (queued is not None and queued.attempts > 0)
+    if flow.state == Workflow.State.PENDING and started:
+        # Stored as pending until a step finishes (claims do not write the workflow).
+        flow.state = Workflow.State.RUNNING
     return flow
 
 

@@ -506,3 +506,13 @@ def test_sync_twins(dsn: str, prefix: str, tmp_path: Path) -> None:
         other = sync_push_workflow(app, Workflow("t").add("a", j("value")))
         assert len(sync_cancel_workflow(app, other)) == 1
         assert sync_wait_for_workflow(app, other, timeout=10).state == Workflow.State.FAILED
+
+
+async def test_a_users_own_workflow_key_in_meta_is_not_a_step(app: Chancy) -> None:
+    for meta in ({"workflow": "nightly"}, {"workflow": {"id": "x"}}, {"workflow": [1]}):
+        ref = await app.push(j("value", x=1).with_meta(meta))
+        assert await claim(app) == [ref.identifier]
+        await finish(app, ref.identifier, result=1)
+        job = await app.get_job(ref)
+        assert job is not None
+        assert job.state == QueuedJob.State.SUCCEEDED
