@@ -42,6 +42,7 @@ from chancy.plugins.workflow import (
     sync_get_workflow,
     sync_list_workflows,
     sync_push_workflow,
+    sync_push_workflow_ex,
     sync_retry_workflow,
     sync_wait_for_workflow,
     wait_for_workflow,
@@ -503,6 +504,13 @@ def test_sync_twins(dsn: str, prefix: str, tmp_path: Path) -> None:
         anyio.run(run_worker)
         done = sync_wait_for_workflow(app, ref, timeout=10)
         assert done.state == Workflow.State.COMPLETED
+        with app.sync_pool.connection() as conn:
+            with conn.transaction(force_rollback=True), conn.cursor() as cursor:
+                gone = sync_push_workflow_ex(app, cursor, Workflow("ex").add("a", j("value")))
+            with conn.transaction(), conn.cursor() as cursor:
+                kept = sync_push_workflow_ex(app, cursor, Workflow("ex").add("a", j("value")))
+        assert sync_get_workflow(app, gone) is None
+        assert sync_get_workflow(app, kept) is not None
         other = sync_push_workflow(app, Workflow("t").add("a", j("value")))
         assert len(sync_cancel_workflow(app, other)) == 1
         assert sync_wait_for_workflow(app, other, timeout=10).state == Workflow.State.FAILED
