@@ -14,6 +14,7 @@ done. Run alone: ``python benchmarks/workflow.py [--runs N] [--quick]``.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -29,6 +30,7 @@ if __name__ == "__main__":  # run alone: make `benchmarks` importable
 from benchmarks._harness import Context, Figure, drop_tables, make_app
 from benchmarks._worker import running_worker, wait_all_finished, worker_available
 from chancy import Chancy, Job, Queue
+from chancy._sql import claim_query, update_jobs_query
 from chancy.plugins.workflow import Workflow, WorkflowPlugin, push_workflow
 
 Q = "bench"
@@ -168,6 +170,46 @@ async def chain(dsn: str, length: int, as_workflow: bool) -> float:
         await _close(app)
 
 
+async def statements(dsn: str, n: int, batch: int = 100) -> tuple[float, float]:
+    """Database time of the worker's own statements for `n` plain jobs, claimed and written
+    `batch` at a time, on tables without and with the plugin's triggers, interleaved batch by
+    batch: (seconds without, seconds with)."""
+    apps = [await _app(dsn, False), await _app(dsn, True)]
+    try:
+        for app in apps:
+            async for _ in app.push_many([Job(func=f"{HERE}.anoop", queue=Q)] * n):
+                pass
+        spent = [0.0, 0.0]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for _ in range(n // batch):
+                for k, app in enumerate(apps):
+                    t0 = time.perf_counter()
+                    rows = conn.execute(
+                        claim_query(app.tables), {"queue": Q, "up_to": batch, "taken_by": "b:1"}
+                    ).fetchall()
+                    doc = [
+                        {
+                            "id": row[0],
+                            "state": "succeeded",
+                            "scheduled_at": row[6].isoformat(),
+                            "completed_at": row[6].isoformat(),
+                            "meta": {},
+                            "errors": [],
+                            "attempts": 1,
+                        }
+                        for row in rows
+                    ]
+                    conn.execute(
+                        update_jobs_query(app.tables),
+                        [json.dumps(doc), "b:1", app.tables.channel, True],
+                    )
+                    spent[k] += time.perf_counter() - t0
+        return spent[0], spent[1]
+    finally:
+        for app in apps:
+            await _close(app)
+
+
 def run(ctx: Context) -> list[Figure]:
     drain_n = 10_000 if ctx.quick else 20_000
     width = 10_000
@@ -179,6 +221,15 @@ def run(ctx: Context) -> list[Figure]:
         on.append(anyio.run(drain, ctx.dsn, True, drain_n))
     ctx.log(f"  drain without plugin {[round(drain_n / s) for s in off]} jobs/s")
     ctx.log(f"  drain with plugin    {[round(drain_n / s) for s in on]} jobs/s")
+    stmt_off: list[float] = []
+    stmt_on: list[float] = []
+    for _ in range(ctx.runs):
+        a, b = anyio.run(statements, ctx.dsn, drain_n)
+        stmt_off.append(a)
+        stmt_on.append(b)
+    ctx.log(
+        f"  claim+write statements without / with: {[round(b / a, 3) for a, b in zip(stmt_off, stmt_on, strict=True)]}"
+    )
     fan_plain: list[float] = []
     fan_wf: list[float] = []
     chain_plain: list[float] = []
@@ -209,6 +260,22 @@ def run(ctx: Context) -> list[Figure]:
         fig(
             "plain drain time, with / without plugin",
             [a / b for a, b in zip(on, off, strict=True)],
+            "ratio",
+            target="<= 1.05",
+        ),
+        fig(
+            "claim + write statements of plain jobs, per job, without plugin",
+            [s / drain_n * ms for s in stmt_off],
+            "ms",
+        ),
+        fig(
+            "claim + write statements of plain jobs, per job, with the plugin's triggers",
+            [s / drain_n * ms for s in stmt_on],
+            "ms",
+        ),
+        fig(
+            "claim + write statements, with / without plugin",
+            [b / a for a, b in zip(stmt_off, stmt_on, strict=True)],
             "ratio",
             target="<= 1.05",
         ),
