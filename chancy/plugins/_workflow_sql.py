@@ -46,6 +46,8 @@ def names(t: Tables) -> dict[str, sql.Composable]:
         "work_fn": t("workflow_work_fn"),
         "row_trg": t("workflow_row_trg"),
         "stmt_trg": t("workflow_stmt_trg"),
+        "row_del_trg": t("workflow_row_del_trg"),
+        "stmt_del_trg": t("workflow_stmt_del_trg"),
         "guc": sql.Literal(f"chancy.wf_{t.prefix}"),
         "chan": sql.Literal(t.channel),
         "waiting_at": sql.SQL(WAITING_AT_SQL),
@@ -113,14 +115,17 @@ def v1_up(t: Tables) -> list[sql.Composable]:
             """
             CREATE FUNCTION {row_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
             DECLARE
-                wf text := NEW.meta -> 'workflow' ->> 'id';
+                row_ record := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+                wf text := row_.meta -> 'workflow' ->> 'id';
             BEGIN
                 -- A "workflow" key of the user's own in meta is not a step.
                 IF wf IS NULL OR wf !~* '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' THEN
                     RETURN NULL;
                 END IF;
+                -- A step whose job is deleted unfinished ends as failed.
                 INSERT INTO {inbox} (workflow_id, job_id, state, old_state)
-                VALUES (wf::uuid, NEW.id, NEW.state, OLD.state);
+                VALUES (wf::uuid, row_.id, CASE WHEN TG_OP = 'DELETE' THEN 'failed'
+                        ELSE NEW.state END, OLD.state);
                 PERFORM set_config({guc}, 'on', true);
                 RETURN NULL;
             END
@@ -156,11 +161,26 @@ def v1_up(t: Tables) -> list[sql.Composable]:
             "CREATE TRIGGER {stmt_trg} AFTER UPDATE OF state ON {jobs}"
             " FOR EACH STATEMENT EXECUTE FUNCTION {stmt_fn}()",
         ),
+        q(
+            t,
+            """
+            CREATE TRIGGER {row_del_trg} AFTER DELETE ON {jobs}
+            FOR EACH ROW WHEN (OLD.state IN ('pending', 'running', 'retrying')
+                               AND OLD.meta ? 'workflow')
+            EXECUTE FUNCTION {row_fn}()""",
+        ),
+        q(
+            t,
+            "CREATE TRIGGER {stmt_del_trg} AFTER DELETE ON {jobs}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {stmt_fn}()",
+        ),
     ]
 
 
 def v1_down(t: Tables) -> list[sql.Composable]:
     return [
+        q(t, "DROP TRIGGER IF EXISTS {stmt_del_trg} ON {jobs}"),
+        q(t, "DROP TRIGGER IF EXISTS {row_del_trg} ON {jobs}"),
         q(t, "DROP TRIGGER IF EXISTS {stmt_trg} ON {jobs}"),
         q(t, "DROP TRIGGER IF EXISTS {row_trg} ON {jobs}"),
         q(t, "DROP FUNCTION IF EXISTS {stmt_fn}()"),

@@ -524,3 +524,23 @@ async def test_a_users_own_workflow_key_in_meta_is_not_a_step(app: Chancy) -> No
         job = await app.get_job(ref)
         assert job is not None
         assert job.state == QueuedJob.State.SUCCEEDED
+
+
+async def test_purging_an_unfinished_step_fails_its_workflow(app: Chancy) -> None:
+    flow = Workflow("p", step("a", j("value", x=1)) >> step("b", j("value", x=2)))
+    ref = await push_workflow(app, flow)
+    result = await app.purge_jobs([flow["a"].job_id])  # type: ignore[list-item]
+    assert result.done == [flow["a"].job_id]
+    got = await get_workflow(app, ref)
+    assert got is not None
+    assert got.state == Workflow.State.FAILED
+    assert [got[n].status for n in "ab"] == ["failed", "cancelled"]
+    assert got.unfinished_steps == 0
+    # The pruner's deletes of finished jobs change nothing.
+    done = await push_workflow(app, Workflow("q").add("a", j("value", x=1)))
+    assert await claim(app) == [(await get_workflow(app, done))["a"].job_id]  # type: ignore[index]
+    await finish(app, (await get_workflow(app, done))["a"].job_id, result=1)  # type: ignore[arg-type,index]
+    await fetch(app, "DELETE FROM {jobs} WHERE state = 'succeeded' RETURNING id")
+    after = await get_workflow(app, done)
+    assert after is not None
+    assert after.state == Workflow.State.COMPLETED
