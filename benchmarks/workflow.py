@@ -216,9 +216,9 @@ def run(ctx: Context) -> list[Figure]:
     length = 1_000
     off: list[float] = []
     on: list[float] = []
-    for _ in range(ctx.runs):  # interleaved, so drift on a shared machine hits both
-        off.append(anyio.run(drain, ctx.dsn, False, drain_n))
-        on.append(anyio.run(drain, ctx.dsn, True, drain_n))
+    for run_ in range(ctx.runs):  # interleaved (ABBA), so drift on a shared machine hits both
+        for plugin in (False, True) if run_ % 2 == 0 else (True, False):
+            (on if plugin else off).append(anyio.run(drain, ctx.dsn, plugin, drain_n))
     ctx.log(f"  drain without plugin {[round(drain_n / s) for s in off]} jobs/s")
     ctx.log(f"  drain with plugin    {[round(drain_n / s) for s in on]} jobs/s")
     stmt_off: list[float] = []
@@ -234,11 +234,14 @@ def run(ctx: Context) -> list[Figure]:
     fan_wf: list[float] = []
     chain_plain: list[float] = []
     chain_wf: list[float] = []
-    for _ in range(ctx.runs):
-        fan_plain.append(anyio.run(fan, ctx.dsn, width, False) / (width + 2))
-        fan_wf.append(anyio.run(fan, ctx.dsn, width, True) / (width + 2))
-        chain_plain.append(anyio.run(chain, ctx.dsn, length, False) / length)
-        chain_wf.append(anyio.run(chain, ctx.dsn, length, True) / length)
+    for run_ in range(ctx.runs):
+        for as_workflow in (False, True) if run_ % 2 == 0 else (True, False):
+            (fan_wf if as_workflow else fan_plain).append(
+                anyio.run(fan, ctx.dsn, width, as_workflow) / (width + 2)
+            )
+            (chain_wf if as_workflow else chain_plain).append(
+                anyio.run(chain, ctx.dsn, length, as_workflow) / length
+            )
     ms = 1000.0
 
     def fig(name: str, samples: list[float], unit: str, **extra: Any) -> Figure:
