@@ -39,6 +39,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
+import psycopg
 from psycopg import sql
 
 from chancy._blocking import BlockingConn, BlockingCursorConn, blocking_sleep, run_blocking
@@ -190,9 +191,9 @@ class Workflow:
         if not isinstance(step_id, str) or not step_id:
             raise WorkflowError(f"step name: expected a non-empty string, got {step_id!r}")
         found = _as_job(job, f"step {step_id!r}")
-        deps = list(dependencies or [])
         if isinstance(dependencies, str):
             raise WorkflowError(f"step {step_id!r}: dependencies must be a list of step names")
+        deps = list(dependencies or [])
         given = dict(inputs or {})
         for key, source in given.items():
             if not isinstance(key, str) or not isinstance(source, str):
@@ -518,16 +519,22 @@ async def _push_op(chancy: Chancy, conn: Conn, workflow: Workflow, own_tx: bool)
             refs += await chancy._push_conn(conn, jobs[offset : offset + 1000], offset)
         for row, ref in zip(rows, refs, strict=True):
             row["job_id"] = ref.identifier
-        await conn.execute(
-            wsql.insert_workflow_query(chancy.tables),
-            {
-                "id": workflow.id,
-                "name": workflow.name,
-                "continue_on_failure": workflow.continue_on_failure,
-                "total": len(rows),
-                "steps": dumps(rows),
-            },
-        )
+        try:
+            await conn.execute(
+                wsql.insert_workflow_query(chancy.tables),
+                {
+                    "id": workflow.id,
+                    "name": workflow.name,
+                    "continue_on_failure": workflow.continue_on_failure,
+                    "total": len(rows),
+                    "steps": dumps(rows),
+                },
+            )
+        except psycopg.errors.UniqueViolation:
+            raise WorkflowError(
+                f"workflow {workflow.id} ({workflow.name!r}) was pushed already: make a new"
+                " Workflow to run it again"
+            ) from None
     for row in rows:
         workflow.steps[row["name"]].job_id = row["job_id"]
     return WorkflowRef(workflow.id)

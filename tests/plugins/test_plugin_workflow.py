@@ -152,6 +152,11 @@ async def test_push_is_atomic_and_validated(make_app) -> None:
     assert await list_workflows(app) == []
     with pytest.raises(CircularDependencyError):
         await push_workflow(app, Workflow("c").add("a", j("value"), ["a"]))
+    once = Workflow("once").add("a", Job(func="wfjobs.value", queue=Q))
+    await push_workflow(app, once)
+    with pytest.raises(WorkflowError, match="was pushed already"):
+        await push_workflow(app, once)
+    assert await fetch(app, "SELECT count(*) FROM {jobs}") == [(1,)]
 
 
 async def test_push_ex_rides_the_callers_transaction(app: Chancy, anyio_backend: str) -> None:
