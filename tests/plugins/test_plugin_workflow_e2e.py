@@ -163,3 +163,29 @@ async def _count_live(app: Chancy, n: int) -> bool:
 
 async def _has(app: Chancy, worker_id: str) -> bool:
     return worker_id in await live_workers(app)
+
+
+async def test_several_workflows_finishing_at_once_on_three_workers_all_complete(
+    procs, make_app, tmp_path: Path
+) -> None:
+    app: Chancy = await make_app(plugins=[WorkflowPlugin()])
+    await app.declare(Queue(Q, concurrency=6, executor=Chancy.Executor.Threaded))
+    path = tmp_path / "runs"
+    for n in range(3):
+        procs.start(f"w{n}", PLUGINS, **FAST)
+    await eventually(lambda: _count_live(app, 3), timeout=30)
+    refs = []
+    for k in range(5):  # the batches of every worker mix steps of every workflow
+        flow = Workflow(f"diamonds-{k}")
+        flow.add("top", mark(path, f"{k}.top"))
+        middle = [f"m{i}" for i in range(40)]
+        for name in middle:
+            flow.add(name, mark(path, f"{k}.{name}"), ["top"])
+        flow.add("bottom", mark(path, f"{k}.bottom"), middle)
+        refs.append(await push_workflow(app, flow))
+    for ref in refs:
+        done = await wait_for_workflow(app, ref, timeout=120, interval=0.5)
+        assert done.state == Workflow.State.COMPLETED
+    counts = collections.Counter(runs(path))
+    assert len(counts) == 5 * 42
+    assert set(counts.values()) == {1}
