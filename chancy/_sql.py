@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -37,6 +38,21 @@ JOB_COLUMNS = (
 )
 #: What a claim returns: a job being claimed has no result yet.
 CLAIM_COLUMNS = JOB_COLUMNS[:-1]
+
+#: Times travel to the server as integer microseconds since the epoch (`(t - EPOCH) //
+#: MICROSECOND`): exact at any date, and a quarter of the cost of `isoformat()`.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros_to_timestamptz(expression: str) -> str:
+    """SQL turning `expression` (a bigint of microseconds since the epoch) into a timestamptz,
+    exactly: whole seconds through `to_timestamp`, the rest as an interval (a float of seconds
+    would lose microseconds after 2106). `%` is doubled for psycopg's placeholders."""
+    return (
+        f"(to_timestamp(({expression} / 1000000)::float8)"
+        f" + ({expression} %% 1000000) * interval '1 microsecond')"
+    )
 
 
 def check_prefix(prefix: str) -> str:
@@ -340,8 +356,9 @@ def rate_limit_use_query(tables: Tables) -> sql.Composed:
 def update_jobs_query(tables: Tables) -> sql.Composed:
     """Write a batch of job updates in one statement and notify the finished ones.
 
-    Parameters: the batch as one JSON array of objects (id, state, scheduled_at, completed_at,
-    meta, errors, result, attempts: the attempt each update belongs to), then `taken_by` and
+    Parameters: the batch as one JSON array of arrays (id, state, scheduled_at and completed_at
+    in microseconds since the epoch, meta, errors, attempts: the attempt each update belongs
+    to, result: JSON null writes NULL), then `taken_by` and
     the channel. Each row is written only while the job is still running, held by this worker,
     in that attempt; so a late write from a worker presumed dead changes nothing. A 'pending'
     update puts a job back without counting the attempt (and a failed attempt stores no
@@ -351,9 +368,16 @@ def update_jobs_query(tables: Tables) -> sql.Composed:
     return tables.q(
         """
         WITH u AS (
-            SELECT * FROM json_to_recordset(%s::json) AS u(
-                id uuid, state text, scheduled_at timestamptz, completed_at timestamptz,
-                meta jsonb, errors jsonb, result jsonb, attempts integer)
+            SELECT (r->>0)::uuid AS id, r->>1 AS state,
+                   """
+        + micros_to_timestamptz("(r->>2)::bigint")
+        + """ AS scheduled_at,
+                   """
+        + micros_to_timestamptz("(r->>3)::bigint")
+        + """ AS completed_at,
+                   r->4 AS meta, r->5 AS errors, (r->>6)::integer AS attempts,
+                   NULLIF(r->7, 'null'::jsonb) AS result
+            FROM jsonb_array_elements(%s::jsonb) AS r
         ), upd AS (
             UPDATE {jobs} AS j SET
                 state = u.state,
@@ -467,10 +491,12 @@ def jobs_where(
     since: bool = False,
     until: bool = False,
     after: bool = False,
+    error: bool = False,
 ) -> sql.Composable:
     """The WHERE condition of the operator's job statements: each named part compares a column
     with the bound parameter of the same name (`%(queue)s`, ...); `since`, `until` and `after`
-    bound the time-ordered id. No part: every job."""
+    bound the time-ordered id; `error` is text one of the job's errors contains (any case).
+    No part: every job."""
     parts = []
     if ids:
         parts.append("id = ANY(%(ids)s::uuid[])")
@@ -486,6 +512,12 @@ def jobs_where(
         parts.append("id < %(until)s::uuid")
     if after:
         parts.append("id < %(after)s::uuid")
+    if error:
+        # strpos, not LIKE: the text is matched as given (no wildcards to escape). Only jobs
+        # with errors are decoded (`errors <> '[]'` is cheap next to the text search).
+        parts.append(
+            "errors <> '[]'::jsonb AND strpos(lower(errors::text), lower(%(error)s::text)) > 0"
+        )
     return sql.SQL(" AND ".join(parts) if parts else "true")
 
 
@@ -670,4 +702,33 @@ def queue_stats_query(tables: Tables, one: bool) -> sql.Composed:
         LEFT JOIN served w ON w.queue = n.name
         ORDER BY n.name
         """
+    )
+
+
+# -- the dashboard's statements ------------------------------------------------------------
+
+
+def recent_failures_query(tables: Tables) -> sql.Composed:
+    """The newest %(limit)s failed jobs (by push time) of the queues %(queues)s: one probe of
+    the finished-jobs list index per queue, so its cost does not grow with the history, even
+    when no job has failed for a long time."""
+    return tables.q(
+        """
+        SELECT {columns} FROM unnest(%(queues)s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT * FROM {jobs} j WHERE j.queue = q.name AND j.state = 'failed'
+            ORDER BY j.id DESC LIMIT %(limit)s
+        ) f
+        ORDER BY f.id DESC LIMIT %(limit)s
+        """,
+        columns=text_job_columns("f"),
+    )
+
+
+def running_jobs_query(tables: Tables) -> sql.Composed:
+    """Up to %(limit)s running jobs (from the running-jobs index): who holds each, its queue,
+    function and start."""
+    return tables.q(
+        "SELECT taken_by, id::text, queue, func, started_at, attempts FROM {jobs}"
+        " WHERE state = 'running' ORDER BY started_at LIMIT %(limit)s"
     )

@@ -33,7 +33,8 @@ def id_bound(moment: datetime) -> str:
 @dataclasses.dataclass(frozen=True)
 class JobFilter:
     """Which jobs: every field given must match; `since`/`until` bound the time a job was
-    pushed (read from its time-ordered id; `until` excluded).
+    pushed (read from its time-ordered id; `until` excluded); `error` is text that one of the
+    job's stored errors (tracebacks) contains, compared without regard to case.
 
     A filter with no field matches every job: the bulk operations then want `all=True`.
     """
@@ -43,9 +44,10 @@ class JobFilter:
     func: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    error: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("queue", "func"):
+        for name in ("queue", "func", "error"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"JobFilter.{name}: expected a non-empty string, got {value!r}")
@@ -77,6 +79,8 @@ class JobFilter:
             params["since"] = id_bound(self.since)
         if self.until is not None:
             params["until"] = id_bound(self.until)
+        if self.error is not None:
+            params["error"] = self.error
         return params
 
 

@@ -20,6 +20,9 @@ from chancy._appref import AppRefError, load_app
 from chancy._db import connect_error_reason
 from chancy.admin import JobFilter, JobsResult
 from chancy.app import Chancy
+from chancy.dashboard._serve import add_arguments as add_dashboard_arguments
+from chancy.dashboard._serve import hash_password_command
+from chancy.dashboard._serve import serve as serve_dashboard
 from chancy.embedded import DEFAULT_DATA_DIR, embedded_status, stop_embedded
 from chancy.errors import ChancyError, DatabaseUnavailable
 from chancy.job import Job, Limit, QueuedJob
@@ -265,6 +268,7 @@ async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
         until=args.until,
         limit=args.limit,
         after=args.after,
+        error=args.error,
     )
     if args.json:
         _print_json([job.pack() for job in jobs])
@@ -275,7 +279,7 @@ async def _job_list(app: Chancy, args: argparse.Namespace) -> int:
 
 
 def _target(args: argparse.Namespace) -> dict[str, Any]:
-    filters = args.queue or args.state or args.func or args.since or args.until
+    filters = args.queue or args.state or args.func or args.since or args.until or args.error
     if args.ids:
         if filters or args.all:
             raise ValueError(
@@ -288,7 +292,12 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
             "or --all for every job"
         )
     where = JobFilter(
-        queue=args.queue, state=args.state, func=args.func, since=args.since, until=args.until
+        queue=args.queue,
+        state=args.state,
+        func=args.func,
+        since=args.since,
+        until=args.until,
+        error=args.error,
     )
     return {"where": where, "all": args.all}
 
@@ -504,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retrying cannot fix (authentication, unknown database or role) fail at once",
     )
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{misc,queue,job,worker,workflow}"
+        dest="group", required=True, metavar="{misc,queue,job,worker,dashboard,workflow}"
     )
 
     def command(
@@ -535,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"the data folder (default: $CHANCY_DATA_DIR, else ./{DEFAULT_DATA_DIR})",
         )
         p.add_argument("--json", action="store_true", help="print JSON")
+    p = misc.add_parser(
+        "hash-password",
+        help="hash a password for the dashboard's --users-file (reads it from the terminal "
+        "or one line of standard input); needs no --app",
+    )
+    p.set_defaults(local=hash_password_command)
     p = command(misc, "migrate", _migrate, "migrate the database (core and plugins) up or down")
     p.add_argument("--to-version", type=int, help="core schema version (default: latest)")
     command(misc, "check-schema", _check_schema, "exit 0 if the schema is up to date, else 1")
@@ -595,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--func", help="only jobs of this function (dotted path)")
         p.add_argument("--since", type=_moment, metavar="WHEN", help=f"pushed at or after: {when}")
         p.add_argument("--until", type=_moment, metavar="WHEN", help=f"pushed before: {when}")
+        p.add_argument(
+            "--error", metavar="TEXT", help="only jobs one of whose errors contains TEXT (any case)"
+        )
 
     p = command(jsub, "list", _job_list, "list the newest jobs, newest first")
     filters(p)
@@ -645,10 +663,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    workers = groups.add_parser("worker", help="inspect workers")
+    workers = groups.add_parser("worker", help="inspect workers; web: the dashboard")
     wsub = workers.add_subparsers(dest="command", required=True)
     p = command(wsub, "list", _worker_list, "list the workers known to the cluster")
     p.add_argument("--json", action="store_true", help="print JSON")
+    dashboard_help = (
+        "serve the dashboard: a web UI and JSON API over queues, jobs, workers and schedules "
+        "(the 'dashboard' extra; docs/dashboard.md)"
+    )
+    for sub, name in ((groups, "dashboard"), (wsub, "web")):
+        p = sub.add_parser(name, help=dashboard_help, description=dashboard_help)
+        p.set_defaults(serve=serve_dashboard)
+        add_dashboard_arguments(p)
 
     flows = groups.add_parser(
         "workflow", help="list, inspect, retry and cancel workflows (the workflow plugin)"
@@ -689,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # An admin command should not wait the worker's poll_reconnect_timeout (300 s by default).
     app.db.connect_timeout = args.connect_timeout
+    if getattr(args, "serve", None) is not None:  # a server: runs its own event loop
+        try:
+            return int(args.serve(app, args))
+        except (ChancyError, DatabaseUnavailable) as exc:
+            print(f"chancy: {exc}", file=sys.stderr)
+            return 1
     command: Callable[[Chancy, argparse.Namespace], Awaitable[int]] = args.handler
 
     async def run() -> int:

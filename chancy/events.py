@@ -87,7 +87,8 @@ WORKER_ANNOUNCED = "worker.announced"  # body: worker_id
 LISTENER_CONNECTED = "listener.connected"  # body: reconnect (bool)
 JOB_STARTED = "job.started"  # body: job (local telemetry)
 JOB_FINISHED = "job.finished"  # body: job (its new state; local telemetry)
-BATCH_WRITTEN = "batch.written"  # body: count, updated
+BATCH_WRITTEN = "batch.written"  # body: count, updated, jobs (the updates written)
+JOBS_CLAIMED = "jobs.claimed"  # body: queue, jobs (one claim's jobs, now running here)
 DB_ERROR = "db.error"  # body: operation (claim, heartbeat, cancel_check, write, listen), error
 # Upstream Chancy's names, for `Hub.wait_for` and plugins; body: worker (and queue, executor).
 WORKER_STARTED = "worker.started"  # body: worker

@@ -14,7 +14,7 @@ import struct
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NotRequired, ParamSpec, Protocol, TypedDict, TypeVar
 
 from chancy.errors import JobImportError
 
@@ -26,10 +26,12 @@ R = TypeVar("R", covariant=True)
 
 
 class ErrorT(TypedDict):
-    """One failed attempt of a job."""
+    """One failed attempt of a job: its number, the formatted error and (for attempts that
+    failed since Chancy 0.1 stored it) when it ended, as ISO 8601."""
 
     attempt: int
     traceback: str
+    at: NotRequired[str]
 
 
 @dataclasses.dataclass(frozen=True)

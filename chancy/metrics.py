@@ -1,7 +1,8 @@
 """Prometheus metrics of one worker (the optional `metrics` extra: prometheus-client).
 
-Counters and histograms are fed from the worker's hub events (`job.started`, `job.finished`),
-so the job path itself is unchanged; gauges are read from the worker when scraped. Every
+Counters and histograms are fed from the worker's per-batch hub events (`jobs.claimed` from the
+fetchers, `batch.written` from the outgoing batcher: an attempt is counted as finished once its
+new state is written), so the job path itself is unchanged; gauges are read from the worker when scraped. Every
 worker has a `CollectorRegistry` of its own (the process-wide default registry is not used).
 The names and labels are listed in docs/metrics.md and are a contract.
 """
@@ -11,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter as _Tally
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chancy.events import DB_ERROR, JOB_FINISHED, JOB_STARTED, HubEvent
+from chancy.events import BATCH_WRITTEN, DB_ERROR, JOBS_CLAIMED, HubEvent
 from chancy.job import QueuedJob
 
 #: Seconds a scrape reuses the leader's last `queue_stats()`.
@@ -34,6 +35,13 @@ INSTALL_HINT = 'pip install "chancy-queue[metrics]"  (or: pip install "prometheu
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 _LIMITS = {"MemoryLimitExceeded": "memory", "TimeLimitExceeded": "time"}
+_ZERO = timedelta(0)
+_SPAN_BUCKETS = tuple(timedelta(seconds=b) for b in BUCKETS)
+_SUCCEEDED, _FAILED, _RETRYING = (
+    QueuedJob.State.SUCCEEDED,
+    QueuedJob.State.FAILED,
+    QueuedJob.State.RETRYING,
+)
 
 
 def available() -> bool:
@@ -59,18 +67,6 @@ def error_type(job: QueuedJob) -> str | None:
     return name.rpartition(".")[2]
 
 
-def outcome(job: QueuedJob) -> str:
-    """succeeded, failed, retrying or cancelled (FAILED with a JobCancelled error)."""
-    state = job.state
-    if state == QueuedJob.State.SUCCEEDED:
-        return "succeeded"
-    if state == QueuedJob.State.RETRYING:
-        return "retrying"
-    if error_type(job) == "JobCancelled":
-        return "cancelled"
-    return "failed"
-
-
 class _Histogram:
     """One histogram series: counts per bucket (not cumulative) and the sum."""
 
@@ -82,7 +78,25 @@ class _Histogram:
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(BUCKETS, value)] += 1  # le semantics: value <= bound
-        self.total += value
+        self.total += max(value, 0.0)
+
+    def add(self, spans: list[timedelta]) -> None:
+        """Observe many spans at once: one C sort, then a bisection per bucket bound rather
+        than one per span. A negative span (clock skew) counts as zero."""
+        if not spans:
+            return
+        spans = sorted(spans)
+        if spans[0] < _ZERO:
+            spans = [span if span > _ZERO else _ZERO for span in spans]
+        counts, size, low = self.counts, len(spans), 0
+        for index, bound in enumerate(_SPAN_BUCKETS):
+            high = bisect_right(spans, bound, low)  # spans <= bound: le semantics
+            counts[index] += high - low
+            low = high
+            if low == size:
+                break
+        counts[-1] += size - low
+        self.total += sum(spans, _ZERO).total_seconds()
 
 
 class WorkerMetrics:
@@ -116,8 +130,8 @@ class WorkerMetrics:
     def install(self) -> None:
         if not self._offs:
             self._offs = [
-                self.worker.hub.on(JOB_STARTED, self._on_started),
-                self.worker.hub.on(JOB_FINISHED, self._on_finished),
+                self.worker.hub.on(JOBS_CLAIMED, self._on_claimed),
+                self.worker.hub.on(BATCH_WRITTEN, self._on_written),
                 self.worker.hub.on(DB_ERROR, self._on_db_error),
             ]
 
@@ -134,51 +148,82 @@ class WorkerMetrics:
         finally:
             self.uninstall()
 
-    # The two handlers run for every job: kept to dict updates, with `observe` inlined.
+    # The two batch handlers run once per claim and once per written batch (not once per job:
+    # a hub dispatch costs more than the counting), with `observe` and `outcome` inlined.
 
     def _on_db_error(self, event: HubEvent) -> None:
         operation = str(event.body.get("operation", "other"))
         self.db_errors[operation] = self.db_errors.get(operation, 0) + 1
 
-    def _on_started(self, event: HubEvent) -> None:
-        job: QueuedJob = event.body["job"]
-        queue = job.queue
-        started = self.started
-        started[queue] = started.get(queue, 0) + 1
-        at, scheduled = job.started_at, job.scheduled_at
-        if at is not None and scheduled is not None:
-            hist = self.wait.get(queue)
-            if hist is None:
-                hist = self.wait[queue] = _Histogram()
-            seconds = (at - scheduled).total_seconds()
-            if seconds < 0.0:
-                seconds = 0.0
-            hist.counts[bisect_left(BUCKETS, seconds)] += 1
-            hist.total += seconds
+    def _on_claimed(self, event: HubEvent) -> None:
+        jobs: list[QueuedJob] = event.body["jobs"]
+        if not jobs:
+            return
+        queue = jobs[0].queue  # a claim is one queue's
+        self.started[queue] = self.started.get(queue, 0) + len(jobs)
+        try:
+            waits = [job.started_at - job.scheduled_at for job in jobs]  # type: ignore[operator]
+        except TypeError:  # a malformed row without its times
+            waits = [j.started_at - j.scheduled_at for j in jobs if j.started_at and j.scheduled_at]
+        self._series(self.wait, queue).add(waits)
 
-    def _on_finished(self, event: HubEvent) -> None:
-        job: QueuedJob = event.body["job"]
-        queue = job.queue
-        state = outcome(job)
-        key = (queue, state)
+    def _on_written(self, event: HubEvent) -> None:
+        jobs: list[QueuedJob] = event.body.get("jobs") or []
+        succeeded = [job for job in jobs if job.state is _SUCCEEDED]
         finished = self.finished
-        finished[key] = finished.get(key, 0) + 1
-        at = job.started_at
-        end = job.completed_at if state != "retrying" else datetime.now(UTC)
-        if at is not None and end is not None:
-            hist = self.duration.get(queue)
-            if hist is None:
-                hist = self.duration[queue] = _Histogram()
-            seconds = (end - at).total_seconds()
-            if seconds < 0.0:
-                seconds = 0.0
-            hist.counts[bisect_left(BUCKETS, seconds)] += 1
-            hist.total += seconds
-        if state != "succeeded":
-            limit = _LIMITS.get(error_type(job) or "")
+        if succeeded:
+            queue = succeeded[0].queue
+            if all(job.queue == queue for job in succeeded):
+                by_queue = {queue: succeeded}
+            else:
+                by_queue = {}
+                for job in succeeded:
+                    by_queue.setdefault(job.queue, []).append(job)
+            for queue, done in by_queue.items():
+                key = (queue, "succeeded")
+                finished[key] = finished.get(key, 0) + len(done)
+                try:
+                    runs = [job.completed_at - job.started_at for job in done]  # type: ignore[operator]
+                except TypeError:
+                    runs = [
+                        j.completed_at - j.started_at
+                        for j in done
+                        if j.completed_at and j.started_at
+                    ]
+                self._series(self.duration, queue).add(runs)
+        if len(succeeded) < len(jobs):
+            self._count_unsuccessful([job for job in jobs if job.state is not _SUCCEEDED])
+
+    def _count_unsuccessful(self, jobs: list[QueuedJob]) -> None:
+        now = datetime.now(UTC)
+        for job in jobs:
+            state = job.state
+            if state is _FAILED:
+                label = "failed"
+            elif state is _RETRYING:
+                label = "retrying"
+            else:  # put back (PENDING) at shutdown: not a finished attempt
+                continue
+            queue = job.queue
+            kind = error_type(job)
+            if kind == "JobCancelled" and label == "failed":
+                label = "cancelled"
+            limit = _LIMITS.get(kind or "")
             if limit is not None:
                 key = (queue, limit)
                 self.limit_kills[key] = self.limit_kills.get(key, 0) + 1
+            key = (queue, label)
+            self.finished[key] = self.finished.get(key, 0) + 1
+            at, end = job.started_at, job.completed_at or now
+            if at is not None:
+                self._series(self.duration, queue).observe((end - at).total_seconds())
+
+    @staticmethod
+    def _series(series: dict[str, _Histogram], queue: str) -> _Histogram:
+        hist = series.get(queue)
+        if hist is None:
+            hist = series[queue] = _Histogram()
+        return hist
 
     async def refresh_queues(self) -> None:
         """Read the queue gauges (one `queue_stats` query) if this worker leads and the last

@@ -527,6 +527,10 @@ class Worker:
         """Insert this worker into the workers table, or refresh its `last_seen`."""
         conn = _as_conn(conn)
         tables = self.chancy.tables
+        status: dict[str, dict[str, Any]] = dict(self.watcher.queue_status if self.watcher else {})
+        children = await self._children_info()
+        for name, info in children.items():
+            status[name] = {**status.get(name, {"status": "running"}), "children": info}
         row = await conn.fetchone(
             announce_worker_query(tables),
             {
@@ -536,7 +540,7 @@ class Worker:
                 "pid": os.getpid(),
                 "tags": sorted(self.worker_tags()),
                 "queues": self.watcher.queue_names if self.watcher else [],
-                "queue_status": dumps(self.watcher.queue_status if self.watcher else {}),
+                "queue_status": dumps(status),
                 "timeout": float(self.heartbeat_timeout),
             },
         )
@@ -545,6 +549,34 @@ class Worker:
                 "SELECT pg_notify(%s, %s)",
                 (tables.channel, event("worker.announced", w=self.worker_id)),
             )
+
+    async def _children_info(self) -> dict[str, list[dict[str, Any]]]:
+        """`{queue: [{pid, jobs_run, job, rss}]}` of the process executors' children (what the
+        dashboard shows; read in a thread: psutil makes system calls)."""
+        pools = {
+            name: pool
+            for name, executor in self.executors.items()
+            if (pool := getattr(executor, "pool", None)) is not None
+            and hasattr(pool, "children_info")
+        }
+        if not pools:
+            return {}
+
+        def read() -> dict[str, list[dict[str, Any]]]:
+            import psutil
+
+            found: dict[str, list[dict[str, Any]]] = {}
+            for name, pool in pools.items():
+                entries = pool.children_info()
+                for entry in entries:
+                    try:
+                        entry["rss"] = psutil.Process(entry["pid"]).memory_info().rss
+                    except psutil.Error:
+                        entry["rss"] = None
+                found[name] = entries
+            return found
+
+        return await anyio.to_thread.run_sync(read)
 
     # -- jobs --------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import jobs
@@ -104,6 +104,34 @@ async def test_push_stores_every_field(chancy: Chancy) -> None:
     assert await chancy.get_job(Reference("00000000-0000-7000-8000-000000000000")) is None
 
 
+async def test_scheduled_at_round_trips_to_the_microsecond_at_any_date(chancy: Chancy) -> None:
+    # scheduled_at travels as integer microseconds since the epoch: exact before 1970, past
+    # 2106 (where a float of seconds loses microseconds), in any time zone.
+    await chancy.declare(Queue("default"))
+    plus9 = timezone(timedelta(hours=9, minutes=30))
+    moments = [
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1900, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 12, 3, 12, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2200, 6, 1, 8, 30, 15, 123_457, tzinfo=plus9),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+    refs = [
+        ref
+        async for batch in chancy.push_many(
+            [Job.from_func(jobs.add, scheduled_at=moment) for moment in moments]
+        )
+        for ref in batch
+    ]
+    stored = await chancy.get_jobs(refs)
+    assert [job.scheduled_at for job in stored] == moments
+    # The sync twin goes through the same plan.
+    ref = await anyio.to_thread.run_sync(
+        chancy.sync_push, Job.from_func(jobs.add, scheduled_at=moments[3])
+    )
+    assert (await chancy.get_job(ref)).scheduled_at == moments[3]
+
+
 async def test_push_decorated_function_directly(chancy: Chancy) -> None:
     await chancy.declare(Queue("default"))
     ref = await chancy.push(jobs.decorated)
@@ -182,6 +210,32 @@ async def test_unique_key_returns_existing_job(chancy: Chancy) -> None:
     assert await chancy.push(job) != first
 
 
+async def test_a_key_holder_finishing_mid_push_is_pushed_again_once(chancy: Chancy) -> None:
+    # Every push (async, sync, in the caller's cursor) drives one generator of statements;
+    # step it by hand to finish the key's holder between the insert and the lookup.
+    await chancy.declare(Queue("default"))
+    holder = await chancy.push(Job.from_func(jobs.add, unique_key="k"))
+    flow = chancy._push_flow(
+        [Job.from_func(jobs.add, unique_key="k"), Job.from_func(jobs.add, kwargs={"plain": 1})], 0
+    )
+    async with chancy.db.connection() as conn:
+        step = next(flow)  # the insert: the keyed job is skipped, the plain one goes in
+        step = flow.send(await conn.fetchall(*step))  # the lookup of "k"
+        await conn.execute(
+            chancy.tables.q("UPDATE {jobs} SET state = 'succeeded' WHERE id = %s"),
+            (holder.identifier,),
+        )
+        step = flow.send(await conn.fetchall(*step))  # not found: the skipped job again
+        with pytest.raises(StopIteration) as stop:
+            flow.send(await conn.fetchall(*step))
+    keyed, plain = stop.value.value
+    assert keyed != holder
+    assert (await chancy.get_job(keyed)).unique_key == "k"
+    assert (await chancy.get_job(plain)).kwargs == {"plain": 1}
+    counts = await rows(chancy, "SELECT unique_key, count(*) FROM {jobs} GROUP BY 1 ORDER BY 1")
+    assert counts == [("k", 2), (None, 1)]  # the finished holder, the new one; no duplicate
+
+
 async def test_unique_key_under_concurrent_pushes(dsn: str, prefix: str) -> None:
     app = Chancy(dsn, prefix=prefix, plugins=[], max_connection_pool_size=8)
     async with app:
@@ -219,7 +273,11 @@ async def test_push_statements_are_per_app(chancy: Chancy, dsn: str) -> None:
         keyed = Job.from_func(jobs.noop, unique_key="k")
         assert await chancy.push(keyed) == await chancy.push(keyed)
         assert await other.push(keyed) == await other.push(keyed)
-        got = await listener.notifies(timeout=2)
+        got: list[tuple[str, str]] = []
+        with anyio.move_on_after(20):  # every notice, also when a loaded machine delays some
+            while sum(json.loads(p)["t"] == "pushed" for _, p in got) < 9:
+                got += await listener.notifies(timeout=20)
+        got += await listener.notifies(timeout=0.3)  # and nothing more than those
         assert sorted(r for (r,) in await rows(chancy, "SELECT id::text FROM {jobs}")) == sorted(
             [r.identifier for r in mine] + [(await chancy.push(keyed)).identifier]
         )

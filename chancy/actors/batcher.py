@@ -30,7 +30,8 @@ import anyio
 import anyio.abc
 
 from chancy._result import without_nul
-from chancy._sql import update_jobs_query
+from chancy._sql import EPOCH, update_jobs_query
+from chancy._sql import MICROSECOND as MICRO
 from chancy.events import BATCH_WRITTEN, DB_ERROR, Wakeup
 
 if TYPE_CHECKING:
@@ -95,30 +96,45 @@ def _json(job: QueuedJob, field: str, value: Any, log: Any) -> str:
         return "null" if field == "result" else "[]"
 
 
-def _iso(value: datetime | None) -> str | None:
+def _micros(value: datetime | None) -> int | None:
+    """A time as microseconds since the epoch (a naive one taken as UTC)."""
     if value is None:
         return None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
+    return ((value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - EPOCH) // MICRO
 
 
 def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
-    """The batch as the JSON document `update_jobs_query` reads (a row without "result" writes
-    NULL: most jobs return None, and their rows stay as short as they were)."""
-    rows = [
-        {
-            "id": job.id,
-            "state": job.state.value,
-            "scheduled_at": _iso(job.scheduled_at),
-            "completed_at": _iso(job.completed_at),
-            "meta": job.meta,
-            "errors": job.errors,
-            "attempts": job.attempts,
-        }
-        for job in batch
-    ]
-    for row, job in zip(rows, batch, strict=True):
-        if job.result is not None:
-            row["result"] = job.result
+    """The batch as the JSON document `update_jobs_query` reads: one array a job (id, state,
+    scheduled_at and completed_at in microseconds, meta, errors, attempts, result), not an
+    object, which spares encoding and parsing eight keys a job. A null result writes NULL."""
+    try:
+        rows = [
+            [
+                job.id,
+                job.state.value,
+                None if job.scheduled_at is None else (job.scheduled_at - EPOCH) // MICRO,
+                None if job.completed_at is None else (job.completed_at - EPOCH) // MICRO,
+                job.meta,
+                job.errors,
+                job.attempts,
+                job.result,
+            ]
+            for job in batch
+        ]
+    except TypeError:  # a naive time (the one-by-one helper takes it as UTC)
+        rows = [
+            [
+                job.id,
+                job.state.value,
+                _micros(job.scheduled_at),
+                _micros(job.completed_at),
+                job.meta,
+                job.errors,
+                job.attempts,
+                job.result,
+            ]
+            for job in batch
+        ]
     try:
         text = json.dumps(rows, allow_nan=False, separators=(",", ":"))
         if "\\u0000" not in text:
@@ -126,10 +142,10 @@ def batch_document(worker: Worker, batch: list[QueuedJob]) -> str:
     except (TypeError, ValueError):
         pass
     for row, job in zip(rows, batch, strict=True):  # the slow path: find and fix the bad ones
-        row["meta"] = json.loads(_json(job, "meta", job.meta, worker.log))
-        row["errors"] = json.loads(_json(job, "errors", job.errors, worker.log))
+        row[4] = json.loads(_json(job, "meta", job.meta, worker.log))
+        row[5] = json.loads(_json(job, "errors", job.errors, worker.log))
         if job.result is not None:
-            row["result"] = json.loads(_json(job, "result", job.result, worker.log))
+            row[7] = json.loads(_json(job, "result", job.result, worker.log))
     return json.dumps(rows, allow_nan=False, separators=(",", ":"))
 
 
@@ -230,7 +246,7 @@ class Batcher:
                 len(batch) - updated,
                 len(batch),
             )
-        self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated)
+        self.worker.hub.emit(BATCH_WRITTEN, count=len(batch), updated=updated, jobs=batch)
         return True
 
     async def _sleep(self, delay: float, batch: list[QueuedJob]) -> None:

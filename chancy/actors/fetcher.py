@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from chancy.events import DB_ERROR, QUEUE_FULL, QUEUE_WAKE, HubEvent
+from chancy.events import DB_ERROR, JOBS_CLAIMED, QUEUE_FULL, QUEUE_WAKE, HubEvent
 
 if TYPE_CHECKING:
     from chancy.executors.base import Executor
@@ -120,4 +120,5 @@ class Fetcher:
                     for job in jobs:
                         await executor.submit(job)
                 self.claimed += len(jobs)
+                worker.hub.emit(JOBS_CLAIMED, queue=self.queue, jobs=jobs)
         return len(jobs)

@@ -283,7 +283,7 @@ class Executor(abc.ABC):
                 result=result,
             )
         text = traceback if traceback is not None else format_error(error)  # type: ignore[arg-type]
-        errors = [*job.errors, {"attempt": job.attempts, "traceback": text}]
+        errors = [*job.errors, {"attempt": job.attempts, "traceback": text, "at": now.isoformat()}]
         if retry and job.attempts < job.max_attempts:
             return evolve(
                 job,

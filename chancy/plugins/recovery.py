@@ -57,7 +57,8 @@ def _rescue_query(chancy: Chancy) -> Any:
             errors = j.errors || jsonb_build_array(jsonb_build_object(
                 'attempt', j.attempts,
                 'traceback', 'job lost: its worker ' || coalesce(j.taken_by, '(unknown)')
-                    || ' stopped heartbeating while the job was running'
+                    || ' stopped heartbeating while the job was running',
+                'at', now()
             ))
         FROM lost
         WHERE j.id = lost.id AND j.state = 'running'

@@ -476,6 +476,20 @@ class ChildPool:
     def running_jobs(self) -> list[str]:
         return list(self._running)
 
+    def children_info(self) -> list[dict[str, Any]]:
+        """Each child the pool holds now: its `pid`, how many jobs it has finished
+        (`jobs_run`) and the id of the job it runs (`job`, None when idle)."""
+        running = {id(r.child): job_id for job_id, r in self._running.items()}
+        return [
+            {
+                "pid": slot.child.pid,
+                "jobs_run": slot.child.jobs_run,
+                "job": running.get(id(slot.child)),
+            }
+            for slot in self._slots
+            if slot.child is not None
+        ]
+
     def free_slots(self) -> int:
         return self.size - len(self._running)
 
