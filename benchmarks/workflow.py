@@ -14,11 +14,14 @@ done. Run alone: ``python benchmarks/workflow.py [--runs N] [--quick]``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import logging
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -29,8 +32,9 @@ if __name__ == "__main__":  # run alone: make `benchmarks` importable
 
 from benchmarks._harness import Context, Figure, drop_tables, make_app
 from benchmarks._worker import running_worker, wait_all_finished, worker_available
-from chancy import Chancy, Job, Queue
-from chancy._sql import claim_query, update_jobs_query
+from chancy import Chancy, Job, Queue, QueuedJob
+from chancy._sql import claim_query, read_job, update_jobs_query
+from chancy.actors.batcher import batch_document
 from chancy.plugins.workflow import Workflow, WorkflowPlugin, push_workflow
 
 Q = "bench"
@@ -180,6 +184,7 @@ async def statements(dsn: str, n: int, batch: int = 100) -> tuple[float, float]:
             async for _ in app.push_many([Job(func=f"{HERE}.anoop", queue=Q)] * n):
                 pass
         spent = [0.0, 0.0]
+        worker = SimpleNamespace(log=logging.getLogger("bench"))
         with psycopg.connect(dsn, autocommit=True) as conn:
             for _ in range(n // batch):
                 for k, app in enumerate(apps):
@@ -187,21 +192,17 @@ async def statements(dsn: str, n: int, batch: int = 100) -> tuple[float, float]:
                     rows = conn.execute(
                         claim_query(app.tables), {"queue": Q, "up_to": batch, "taken_by": "b:1"}
                     ).fetchall()
-                    doc = [
-                        {
-                            "id": row[0],
-                            "state": "succeeded",
-                            "scheduled_at": row[6].isoformat(),
-                            "completed_at": row[6].isoformat(),
-                            "meta": {},
-                            "errors": [],
-                            "attempts": 1,
-                        }
+                    ended = [
+                        dataclasses.replace(
+                            read_job(row),
+                            state=QueuedJob.State.SUCCEEDED,
+                            completed_at=datetime.now(UTC),
+                        )
                         for row in rows
                     ]
                     conn.execute(
                         update_jobs_query(app.tables),
-                        [json.dumps(doc), "b:1", app.tables.channel, True],
+                        [batch_document(worker, ended), "b:1", app.tables.channel, True],  # type: ignore[arg-type]
                     )
                     spent[k] += time.perf_counter() - t0
         return spent[0], spent[1]

@@ -5,10 +5,13 @@ get/wait/list/retry/cancel, the sync twins and upstream's names."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import json
+import logging
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -18,6 +21,7 @@ from support import FAST, fetch
 
 from chancy import Chancy, Job, Queue, QueuedJob
 from chancy._sql import claim_query, update_jobs_query
+from chancy.actors.batcher import batch_document
 from chancy.errors import UnknownQueueError
 from chancy.plugins.recovery import rescue_jobs
 from chancy.plugins.workflow import (
@@ -184,23 +188,22 @@ async def claim(app: Chancy, up_to: int = 100) -> list[str]:
     return [row[0] for row in rows]
 
 
+def document(job: QueuedJob, state: str, result: Any) -> str:
+    """The batcher's own document for the end of `job`'s attempt 1."""
+    ended = dataclasses.replace(
+        job, state=QueuedJob.State(state), completed_at=datetime.now(UTC), result=result
+    )
+    return batch_document(SimpleNamespace(log=logging.getLogger("test")), [ended])  # type: ignore[arg-type]
+
+
 async def finish(app: Chancy, job_id: str, state: str = "succeeded", result: Any = None) -> None:
     """Write a step's end with the batcher's own statement, as worker 'me:1'."""
-    row = {
-        "id": job_id,
-        "state": state,
-        "scheduled_at": "2026-01-01T00:00:00+00:00",
-        "completed_at": "2026-01-01T00:00:00+00:00",
-        "meta": (await app.get_job(job_id)).meta,  # type: ignore[union-attr]
-        "errors": [],
-        "attempts": 1,
-    }
-    if result is not None:
-        row["result"] = result
+    job = await app.get_job(job_id)
+    assert job is not None
     async with app.db.connection() as conn:
         await conn.execute(
             update_jobs_query(app.tables),
-            [json.dumps([row], default=str), "me:1", app.tables.channel, False],
+            [document(job, state, result), "me:1", app.tables.channel, False],
         )
 
 
@@ -220,20 +223,11 @@ async def test_waiting_steps_are_invisible_to_the_claim_and_advance_at_once(app:
     assert (await get_workflow(app, ref)).state == Workflow.State.RUNNING  # type: ignore[union-attr]
     # The batcher's statement finishes `a`: `b` is due in that same transaction.
     async with app.db.connection() as conn, conn.transaction():
-        meta = (await app.get_job(a)).meta  # type: ignore[union-attr]
-        update = {
-            "id": a,
-            "state": "succeeded",
-            "scheduled_at": "2026-01-01T00:00:00+00:00",
-            "completed_at": "2026-01-01T00:00:00+00:00",
-            "meta": meta,
-            "errors": [],
-            "attempts": 1,
-            "result": 41,
-        }
+        job_a = await app.get_job(a)
+        assert job_a is not None
         await conn.execute(
             update_jobs_query(app.tables),
-            [json.dumps([update]), "me:1", app.tables.channel, False],
+            [document(job_a, "succeeded", 41), "me:1", app.tables.channel, False],
         )
         row = await conn.fetchone(
             app.tables.q("SELECT scheduled_at <= now(), meta FROM {jobs} WHERE id = %s"), (b,)
