@@ -235,18 +235,21 @@ BEGIN
     IF f_wf IS NOT NULL THEN
         -- Count down the dependents; those at zero become due, with their inputs.
         WITH edge AS (
-            SELECT f.wf, d.name, count(*)::integer AS n
+            SELECT x.job_id AS job, count(*)::integer AS n
             FROM unnest(f_wf, f_job, f_state) f(wf, job, state)
             JOIN {workflows} w ON w.id = f.wf
             JOIN {steps} s ON s.job_id = f.job
             CROSS JOIN LATERAL unnest(s.dependents) d(name)
+            CROSS JOIN LATERAL (
+                SELECT y.job_id FROM {steps} y
+                WHERE y.workflow_id = f.wf AND y.name = d.name OFFSET 0) x
             WHERE f.state = 'succeeded' OR w.continue_on_failure
-            GROUP BY f.wf, d.name
+            GROUP BY x.job_id
         ), dec AS (
             UPDATE {steps} s SET remaining = s.remaining - edge.n,
                 state = CASE WHEN s.remaining - edge.n <= 0 THEN 'ready' ELSE 'waiting' END
             FROM edge
-            WHERE s.workflow_id = edge.wf AND s.name = edge.name AND s.state = 'waiting'
+            WHERE s.job_id = edge.job AND s.state = 'waiting'
             RETURNING s.workflow_id, s.job_id, s.remaining, s.run_at, s.dependencies, s.inputs
         ), rel AS (
             UPDATE {jobs} j SET
@@ -288,23 +291,28 @@ BEGIN
         -- The waiting dependents of a failed step (of a workflow that does not continue on
         -- failure), and theirs, are cancelled.
         IF 'failed' = ANY(f_state) THEN
-            WITH RECURSIVE down(wf, name) AS (
-                SELECT f.wf, d.name
+            WITH RECURSIVE down(wf, job, dependents) AS (
+                SELECT f.wf, x.job_id, x.dependents
                 FROM unnest(f_wf, f_job, f_state) f(wf, job, state)
                 JOIN {workflows} w ON w.id = f.wf AND NOT w.continue_on_failure
                 JOIN {steps} s ON s.job_id = f.job
                 CROSS JOIN LATERAL unnest(s.dependents) d(name)
+                CROSS JOIN LATERAL (
+                    SELECT y.job_id, y.dependents FROM {steps} y
+                    WHERE y.workflow_id = f.wf AND y.name = d.name AND y.state = 'waiting'
+                    OFFSET 0) x
                 WHERE f.state = 'failed'
                 UNION
-                SELECT down.wf, d.name FROM down
+                SELECT down.wf, x.job_id, x.dependents FROM down
+                CROSS JOIN LATERAL unnest(down.dependents) d(name)
                 CROSS JOIN LATERAL (
-                    SELECT x.dependents FROM {steps} x
-                    WHERE x.workflow_id = down.wf AND x.name = down.name AND x.state = 'waiting'
-                    OFFSET 0) s
-                CROSS JOIN LATERAL unnest(s.dependents) d(name)
+                    SELECT y.job_id, y.dependents FROM {steps} y
+                    WHERE y.workflow_id = down.wf AND y.name = d.name AND y.state = 'waiting'
+                    OFFSET 0) x
             ), can AS (
-                UPDATE {steps} s SET state = 'cancelled' FROM down
-                WHERE s.workflow_id = down.wf AND s.name = down.name AND s.state = 'waiting'
+                UPDATE {steps} s SET state = 'cancelled'
+                FROM (SELECT DISTINCT job FROM down) down
+                WHERE s.job_id = down.job AND s.state = 'waiting'
                 RETURNING s.workflow_id, s.job_id
             ), cj AS (
                 UPDATE {jobs} j SET state = 'failed', completed_at = now(),
@@ -408,16 +416,20 @@ BEGIN
         ), res AS (
             UPDATE {steps} s SET remaining = r.n,
                 state = CASE WHEN r.n > 0 THEN 'waiting' ELSE 'ready' END
-            FROM down, {steps} o, {workflows} w, LATERAL (
+            FROM down CROSS JOIN LATERAL (
+                SELECT x.dependencies FROM {steps} x
+                WHERE x.workflow_id = down.wf AND x.name = down.name OFFSET 0) o
+            CROSS JOIN LATERAL (
+                SELECT x.continue_on_failure FROM {workflows} x WHERE x.id = down.wf OFFSET 0) w
+            CROSS JOIN LATERAL (
                 SELECT count(*)::integer AS n FROM unnest(o.dependencies) dn(name)
                 CROSS JOIN LATERAL (
                     SELECT x.state FROM {steps} x
-                    WHERE x.workflow_id = o.workflow_id AND x.name = dn.name OFFSET 0) ds
+                    WHERE x.workflow_id = down.wf AND x.name = dn.name OFFSET 0) ds
                 WHERE NOT (ds.state = 'succeeded'
                            OR (w.continue_on_failure AND ds.state = 'failed'))
             ) r
             WHERE s.workflow_id = down.wf AND s.name = down.name AND s.state = 'cancelled'
-              AND o.workflow_id = down.wf AND o.name = down.name AND w.id = down.wf
             RETURNING s.workflow_id, s.job_id, r.n
         ), rj AS (
             UPDATE {jobs} j SET state = 'pending', attempts = 0, started_at = NULL,
