@@ -543,3 +543,44 @@ async def test_purging_an_unfinished_step_fails_its_workflow(app: Chancy) -> Non
     after = await get_workflow(app, done)
     assert after is not None
     assert after.state == Workflow.State.COMPLETED
+
+
+async def test_a_wide_fan_out_fails_retries_and_completes_by_hand(app: Chancy) -> None:
+    flow = Workflow("wide").add("root", j("value", x=0))
+    middle = [f"m{i}" for i in range(50)]
+    for name in middle:
+        flow.add(name, j("value", x=1), ["root"])
+    flow.add("sink", j("total"), middle)
+    ref = await push_workflow(app, flow)
+    root = flow["root"].job_id
+    assert await claim(app) == [root]
+    await finish(app, root, "failed")  # type: ignore[arg-type]
+    got = await get_workflow(app, ref)
+    assert got is not None
+    assert got.state == Workflow.State.FAILED
+    assert {s.status for n, s in got if n != "root"} == {"cancelled"}
+    assert (got.unfinished_steps, got.failed_steps) == (0, 52)
+    assert await retry_workflow(app, ref) == [root]
+    got = await get_workflow(app, ref)
+    assert got is not None
+    assert (got.state, got.unfinished_steps, got.failed_steps) == (Workflow.State.RUNNING, 52, 0)
+    assert got["root"].status == "ready"
+    assert {s.status for n, s in got if n != "root"} == {"waiting"}
+    assert await claim(app) == [root]
+    await finish(app, root, result=0)  # type: ignore[arg-type]
+    claimed = await claim(app)
+    assert sorted(claimed) == sorted(flow[n].job_id for n in middle)  # type: ignore[type-var]
+    for job_id in claimed:
+        await finish(app, job_id, result=1)
+    assert await claim(app) == [flow["sink"].job_id]
+    sink = await app.get_job(flow["sink"].job_id)  # type: ignore[arg-type]
+    assert sink is not None
+    assert sum(sink.meta["workflow"]["results"].values()) == 50
+    await finish(app, sink.id, result=50)
+    done = await get_workflow(app, ref)
+    assert done is not None
+    assert (done.state, done.unfinished_steps, done.failed_steps) == (
+        Workflow.State.COMPLETED,
+        0,
+        0,
+    )
