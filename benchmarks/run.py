@@ -48,6 +48,7 @@ WORKLOADS = {
     "process": "benchmarks.process_drain",
     "limits": "benchmarks.limits",
     "process_floor": "benchmarks.process_floor",
+    "workflow": "benchmarks.workflow",
 }
 #: Run only when named with --only (they repeat other workloads, interleaved).
 OPT_IN = {"process_floor"}

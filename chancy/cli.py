@@ -1,4 +1,4 @@
-"""`chancy`: the admin command line (migrations, queues, jobs, workers).
+"""`chancy`: the admin command line (migrations, queues, jobs, workers, workflows).
 
 chancy --app myproject.worker:chancy misc migrate
 chancy --app myproject.worker:chancy queue list
@@ -390,6 +390,84 @@ async def _worker_list(app: Chancy, args: argparse.Namespace) -> int:
     return 0
 
 
+def _workflow_summary(flow: Any) -> dict[str, Any]:
+    return {
+        "id": flow.id,
+        "name": flow.name,
+        "state": flow.state.value,
+        "continue_on_failure": flow.continue_on_failure,
+        "total_steps": flow.total_steps,
+        "unfinished_steps": flow.unfinished_steps,
+        "failed_steps": flow.failed_steps,
+        "created_at": flow.created_at,
+        "completed_at": flow.completed_at,
+    }
+
+
+async def _workflow_list(app: Chancy, args: argparse.Namespace) -> int:
+    from chancy.plugins.workflow import list_workflows
+
+    flows = await list_workflows(app, state=args.state, name=args.name, limit=args.limit)
+    if args.json:
+        _print_json([_workflow_summary(flow) for flow in flows])
+        return 0
+    for flow in flows:
+        done = flow.total_steps - flow.unfinished_steps
+        print(
+            f"{flow.id} {flow.state.value:<9} {done}/{flow.total_steps} steps"
+            f" failed={flow.failed_steps} {flow.name}"
+        )
+    return 0
+
+
+async def _workflow_get(app: Chancy, args: argparse.Namespace) -> int:
+    from chancy.plugins.workflow import WorkflowPlugin, get_workflow
+
+    flow = await get_workflow(app, args.id)
+    if flow is None:
+        print(f"no workflow {args.id}", file=sys.stderr)
+        return 1
+    if args.dot:
+        WorkflowPlugin.generate_dot(flow, sys.stdout)
+        return 0
+    steps = [
+        {
+            "name": name,
+            "job_id": one.job_id,
+            "func": one.job.func,
+            "dependencies": one.dependencies,
+            "status": one.status,
+            "state": one.state.value if one.state else None,
+            "result": one.result,
+        }
+        for name, one in flow
+    ]
+    if args.json:
+        _print_json({**_workflow_summary(flow), "steps": steps})
+        return 0
+    print(f"{flow.id} {flow.state.value} {flow.name}")
+    for one in steps:
+        after = f" after {', '.join(one['dependencies'])}" if one["dependencies"] else ""
+        print(f"  {one['name']:<20} {one['status']:<9} {one['job_id']} {one['func']}{after}")
+    return 0
+
+
+async def _workflow_retry(app: Chancy, args: argparse.Namespace) -> int:
+    from chancy.plugins.workflow import retry_workflow
+
+    again = await retry_workflow(app, args.id)
+    print(f"{args.id}: {len(again)} failed step(s) run again")
+    return 0
+
+
+async def _workflow_cancel(app: Chancy, args: argparse.Namespace) -> int:
+    from chancy.plugins.workflow import cancel_workflow
+
+    acted = await cancel_workflow(app, args.id)
+    print(f"{args.id}: {len(acted)} unfinished step(s) cancelled")
+    return 0
+
+
 def _embedded(args: argparse.Namespace) -> int:
     if args.action == "stop":
         was_running = stop_embedded(args.data_dir)
@@ -435,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retrying cannot fix (authentication, unknown database or role) fail at once",
     )
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{misc,queue,job,worker,dashboard}"
+        dest="group", required=True, metavar="{misc,queue,job,worker,dashboard,workflow}"
     )
 
     def command(
@@ -597,6 +675,24 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=dashboard_help, description=dashboard_help)
         p.set_defaults(serve=serve_dashboard)
         add_dashboard_arguments(p)
+
+    flows = groups.add_parser(
+        "workflow", help="list, inspect, retry and cancel workflows (the workflow plugin)"
+    )
+    fsub = flows.add_subparsers(dest="command", required=True)
+    p = command(fsub, "list", _workflow_list, "the newest workflows first, with their progress")
+    p.add_argument("--state", choices=["pending", "running", "completed", "failed"])
+    p.add_argument("--name", help="only workflows of this name")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command(fsub, "get", _workflow_get, "one workflow and the state of each of its steps")
+    p.add_argument("id", help="the workflow's id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--dot", action="store_true", help="print a Graphviz DOT graph")
+    p = command(fsub, "retry", _workflow_retry, "run a workflow's failed steps again")
+    p.add_argument("id", help="the workflow's id")
+    p = command(fsub, "cancel", _workflow_cancel, "cancel every unfinished step of a workflow")
+    p.add_argument("id", help="the workflow's id")
     return parser
 
 

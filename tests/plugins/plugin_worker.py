@@ -22,6 +22,7 @@ from chancy import Chancy
 from chancy.plugin import Plugin
 from chancy.plugins import Leadership, Pruner, Recovery, Retry
 from chancy.plugins.cron import Cron
+from chancy.plugins.workflow import WorkflowPlugin
 from chancy.worker import Worker
 
 KINDS: dict[str, type[Plugin]] = {
@@ -30,6 +31,7 @@ KINDS: dict[str, type[Plugin]] = {
     "pruner": Pruner,
     "retry": Retry,
     "cron": Cron,
+    "workflow": WorkflowPlugin,
 }
 
 
