@@ -61,7 +61,7 @@ def _only(values: Iterable[Any], *types: type) -> bool:
 
 
 def _plain_jobs(jobs: Sequence[Job]) -> bool:
-    """The checks of `_PushPlan._row`, a field at a time over the batch; False sends the batch
+    """The checks of `_PushPlan._check`, a field at a time over the batch; False sends the batch
     through the one-by-one path, which names the first bad job (or accepts subclasses)."""
     if not jobs:
         return True
@@ -209,23 +209,23 @@ class _PushPlan:
     ) -> None:
         self.ids: list[str] = uuid7_strings(len(jobs))
         if hooks or not _only(jobs, Job) or not _plain_jobs(jobs):
-            jobs, rows = self._checked_rows(jobs, offset, hooks)
-        else:  # the common batch: plain Jobs, checked a column at a time by C loops
-            rows = [
-                [
-                    id_,
-                    job.queue,
-                    job.func,
-                    job.kwargs or {},
-                    job.priority,
-                    job.max_attempts,
-                    (job.scheduled_at - _EPOCH) // _MICROSECOND,
-                    [limit.serialize() for limit in job.limits] if job.limits else [],
-                    job.unique_key,
-                    job.meta,
-                ]
-                for id_, job in zip(self.ids, jobs, strict=True)
+            jobs = self._checked(jobs, offset, hooks)
+        # else the common batch: plain Jobs, checked a column at a time by C loops.
+        rows = [
+            [
+                id_,
+                job.queue,
+                job.func,
+                job.kwargs or {},
+                job.priority,
+                job.max_attempts,
+                (job.scheduled_at - _EPOCH) // _MICROSECOND,
+                [limit.serialize() for limit in job.limits] if job.limits else [],
+                job.unique_key,
+                job.meta,
             ]
+            for id_, job in zip(self.ids, jobs, strict=True)
+        ]
         #: The jobs as pushed (after the plugins' `on_push`).
         self.jobs: list[Job] = list(jobs)
         self.unique_keys: list[str | None] = list(map(_UNIQUE_KEY, jobs))
@@ -238,12 +238,11 @@ class _PushPlan:
                 self._check_json(index, row)
         self.queues = sorted(set(self.queue_of))
 
-    def _checked_rows(
+    def _checked(
         self, items: Sequence[Job | Any], offset: int, hooks: Sequence[Callable[[Job], Job]]
-    ) -> tuple[list[Job], list[list[Any]]]:
+    ) -> list[Job]:
         """Resolve, hook and check the jobs one by one (the error names the first bad one)."""
         jobs: list[Job] = []
-        rows: list[list[Any]] = []
         for index, item in enumerate(items, start=offset):
             job = item if isinstance(item, Job) else getattr(item, "job", None)
             if not isinstance(job, Job):
@@ -252,9 +251,9 @@ class _PushPlan:
                 )
             for hook in hooks:  # plugins' on_push (e.g. trace context into meta)
                 job = hook(job)
-            rows.append(self._row(index, job, self.ids[index - offset]))
+            self._check(index, job)
             jobs.append(job)
-        return jobs, rows
+        return jobs
 
     @staticmethod
     def _check_json(index: int, row: list[Any]) -> None:
@@ -267,7 +266,7 @@ class _PushPlan:
                 ) from None
 
     @staticmethod
-    def _row(index: int, job: Job, id_: str) -> list[Any]:
+    def _check(index: int, job: Job) -> None:
         def bad(field: str, why: str) -> InvalidJobError:
             return InvalidJobError(f"job {index} ({job.func}): {field}: {why}")
 
@@ -287,18 +286,6 @@ class _PushPlan:
             raise bad("meta", "expected a dict")
         if not isinstance(job.scheduled_at, datetime):
             raise bad("scheduled_at", "expected a datetime")
-        return [
-            id_,
-            job.queue,
-            job.func,
-            job.kwargs or {},
-            job.priority,
-            job.max_attempts,
-            (job.scheduled_at - _EPOCH) // _MICROSECOND,
-            [limit.serialize() for limit in job.limits],
-            job.unique_key,
-            job.meta,
-        ]
 
     def params(self, tables: Tables, notify: bool, strict: bool) -> tuple[str, list[Any]]:
         params: list[Any] = [self.document]
