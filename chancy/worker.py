@@ -552,31 +552,13 @@ class Worker:
 
     async def _children_info(self) -> dict[str, list[dict[str, Any]]]:
         """`{queue: [{pid, jobs_run, job, rss}]}` of the process executors' children (what the
-        dashboard shows; read in a thread: psutil makes system calls)."""
-        pools = {
-            name: pool
-            for name, executor in self.executors.items()
-            if (pool := getattr(executor, "pool", None)) is not None
-            and hasattr(pool, "children_info")
-        }
-        if not pools:
-            return {}
-
-        def read() -> dict[str, list[dict[str, Any]]]:
-            import psutil
-
-            found: dict[str, list[dict[str, Any]]] = {}
-            for name, pool in pools.items():
-                entries = pool.children_info()
-                for entry in entries:
-                    try:
-                        entry["rss"] = psutil.Process(entry["pid"]).memory_info().rss
-                    except psutil.Error:
-                        entry["rss"] = None
-                found[name] = entries
-            return found
-
-        return await anyio.to_thread.run_sync(read)
+        dashboard shows)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for name, executor in list(self.executors.items()):
+            pool = getattr(executor, "pool", None)
+            if pool is not None and hasattr(pool, "children_info"):
+                found[name] = await pool.children_info()
+        return found
 
     # -- jobs --------------------------------------------------------------------------------
 

@@ -571,19 +571,28 @@ class ChildPool:
     def running_jobs(self) -> list[str]:
         return list(self._running)
 
-    def children_info(self) -> list[dict[str, Any]]:
+    async def children_info(self) -> list[dict[str, Any]]:
         """Each child the pool holds now: its `pid`, how many jobs it has finished
-        (`jobs_run`) and the id of the job it runs (`job`, None when idle)."""
+        (`jobs_run`), the id of the job it runs (`job`, None when idle) and the memory its
+        process tree holds (`rss`, as the limit monitor measures it; None if it just died).
+        The snapshot is taken on the event loop, the measuring in one worker thread."""
         running = {id(r.child): job_id for job_id, r in self._running.items()}
-        return [
-            {
-                "pid": slot.child.pid,
-                "jobs_run": slot.child.jobs_run,
-                "job": running.get(id(slot.child)),
-            }
-            for slot in self._slots
-            if slot.child is not None
+        children = [slot.child for slot in self._slots if slot.child is not None]
+        entries: list[dict[str, Any]] = [
+            {"pid": child.pid, "jobs_run": child.jobs_run, "job": running.get(id(child))}
+            for child in children
         ]
+
+        def measure() -> None:
+            for entry, child in zip(entries, children, strict=True):
+                try:
+                    entry["rss"] = child.memory()
+                except OSError:  # its cgroup went with it, between the snapshot and the read
+                    entry["rss"] = None
+
+        if entries:
+            await anyio.to_thread.run_sync(measure, limiter=thread_limiter())
+        return entries
 
     def free_slots(self) -> int:
         return self.size - len(self._running)
